@@ -1,0 +1,53 @@
+//! Events on the `ris.events` topic exchange.
+//!
+//! Routing key = `type`: `task.<state>` for every task state change.
+
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{AgentId, EventId, TaskId};
+use crate::task::TaskState;
+use crate::version::V1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Event {
+    pub v: V1,
+    pub id: EventId,
+    /// `task.<state>`, also the routing key.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub tenant: String,
+    pub time: DateTime<Utc>,
+    pub data: EventData,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum EventData {
+    Task(TaskEventData),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TaskEventData {
+    pub task_id: TaskId,
+    pub state: TaskState,
+    pub attempt: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<AgentId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl Event {
+    pub fn task(tenant: &str, data: TaskEventData) -> Self {
+        Event {
+            v: V1,
+            id: EventId::new(),
+            kind: format!("task.{}", data.state),
+            tenant: tenant.to_owned(),
+            time: Utc::now(),
+            data: EventData::Task(data),
+        }
+    }
+}

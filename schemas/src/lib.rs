@@ -1,0 +1,54 @@
+//! Wire types of RIS.
+//!
+//! Everything that crosses a process boundary — AMQP messages, the agent heartbeat
+//! frames, REST request and response bodies — is defined here as a serde type, and
+//! nothing else. No I/O lives in this crate. JSON Schema files generated from these
+//! types are checked in under `schemas/json/` so integrators in other languages can
+//! validate what they publish (`tests/json_schema.rs` fails when they drift).
+//!
+//! # Layout
+//!
+//! - [`ids`]: identifiers and names that cannot hold an invalid value.
+//! - [`labels`]: agent labels and label selectors.
+//! - [`task`]: task specifications, targets, results and the task state machine.
+//! - [`messages`]: what travels through RabbitMQ (submit, assignment, report, control).
+//! - [`heartbeat`]: frames on the agent heartbeat WebSocket.
+//! - [`event`]: events published on `ris.events`.
+//! - [`api`]: REST bodies.
+//! - [`version`]: the `"v": 1` marker carried by every message.
+
+pub mod api;
+pub mod event;
+pub mod heartbeat;
+pub mod ids;
+pub mod labels;
+pub mod messages;
+pub mod task;
+pub mod version;
+
+/// Every schema that is published under `schemas/json/`, by file stem.
+pub fn json_schemas() -> Vec<(&'static str, schemars::Schema)> {
+    use schemars::schema_for;
+    vec![
+        ("submit-message", schema_for!(messages::SubmitMessage)),
+        ("agent-message", schema_for!(messages::AgentMessage)),
+        ("result-message", schema_for!(messages::ResultMessage)),
+        ("control-message", schema_for!(messages::ControlMessage)),
+        ("heartbeat", schema_for!(heartbeat::HeartbeatFrame)),
+        ("heartbeat-reply", schema_for!(heartbeat::HeartbeatReply)),
+        ("event", schema_for!(event::Event)),
+        ("api-create-task", schema_for!(task::TaskRequest)),
+        ("api-task", schema_for!(api::TaskView)),
+        ("api-task-event", schema_for!(api::TaskEventView)),
+        ("api-agent", schema_for!(api::AgentView)),
+        ("api-tenant", schema_for!(api::TenantView)),
+        ("api-create-tenant", schema_for!(api::CreateTenant)),
+        ("api-create-api-key", schema_for!(api::CreateApiKey)),
+        ("api-api-key-created", schema_for!(api::ApiKeyCreated)),
+        ("api-create-enrollment-token", schema_for!(api::CreateEnrollmentToken)),
+        ("api-enrollment-token", schema_for!(api::EnrollmentTokenCreated)),
+        ("api-enroll-request", schema_for!(api::EnrollRequest)),
+        ("api-enroll-response", schema_for!(api::EnrollResponse)),
+        ("api-error", schema_for!(api::ApiErrorBody)),
+    ]
+}

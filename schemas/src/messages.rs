@@ -1,0 +1,170 @@
+//! Messages that travel through RabbitMQ.
+//!
+//! Each queue carries one message enum, tagged by `type` and versioned by `v`:
+//!
+//! | queue                 | producer                   | message            |
+//! |-----------------------|----------------------------|--------------------|
+//! | `ris.submit`          | API, integrators           | [`SubmitMessage`]  |
+//! | `ris.agent.<id>`      | dispatcher                 | [`AgentMessage`]   |
+//! | `ris.results`         | agents                     | [`ResultMessage`]  |
+//! | `ris.agent.<id>.ctl`  | dispatcher, API            | [`ControlMessage`] |
+
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{AgentId, TaskId};
+use crate::task::{TaskRequest, TaskResult, TaskSpec};
+use crate::version::V1;
+
+/// A submission on `ris.submit`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type")]
+pub enum SubmitMessage {
+    #[serde(rename = "task.submit")]
+    Submit(Submit),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Submit {
+    pub v: V1,
+    /// Chosen by the submitter; re-publishing the same id is harmless (first one wins).
+    pub task_id: TaskId,
+    pub request: TaskRequest,
+}
+
+/// Work for one agent, on `ris.agent.<id>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type")]
+pub enum AgentMessage {
+    #[serde(rename = "task.assign")]
+    Assign(Assignment),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Assignment {
+    pub v: V1,
+    pub task_id: TaskId,
+    /// 1 for the first attempt. Results carry it back, so a stale attempt's result never
+    /// overwrites a newer one.
+    pub attempt: u32,
+    pub agent_id: AgentId,
+    pub task: TaskSpec,
+    pub timeout_secs: u32,
+    pub output_cap_bytes: u32,
+    pub assigned_at: DateTime<Utc>,
+}
+
+/// What agents report on `ris.results`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type")]
+pub enum ResultMessage {
+    /// The agent journaled the task and is about to start it.
+    #[serde(rename = "task.executing")]
+    Executing(Executing),
+    /// The attempt ended.
+    #[serde(rename = "task.finished")]
+    Finished(Finished),
+}
+
+impl ResultMessage {
+    pub fn task_id(&self) -> TaskId {
+        match self {
+            ResultMessage::Executing(e) => e.task_id,
+            ResultMessage::Finished(f) => f.task_id,
+        }
+    }
+
+    pub fn agent_id(&self) -> AgentId {
+        match self {
+            ResultMessage::Executing(e) => e.agent_id,
+            ResultMessage::Finished(f) => f.agent_id,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Executing {
+    pub v: V1,
+    pub task_id: TaskId,
+    pub attempt: u32,
+    pub agent_id: AgentId,
+    pub started_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Finished {
+    pub v: V1,
+    pub task_id: TaskId,
+    pub attempt: u32,
+    pub agent_id: AgentId,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub result: TaskResult,
+}
+
+/// Orders for one agent, on `ris.agent.<id>.ctl` (consumed on its own channel, so a busy
+/// agent still hears them).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type")]
+pub enum ControlMessage {
+    #[serde(rename = "task.cancel")]
+    Cancel { v: V1, task_id: TaskId },
+    #[serde(rename = "ping")]
+    Ping { v: V1, nonce: String },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::task::{NoopSpec, Outcome, TaskOutput};
+
+    #[test]
+    fn assignment_round_trip() {
+        let msg = AgentMessage::Assign(Assignment {
+            v: V1,
+            task_id: TaskId::new(),
+            attempt: 1,
+            agent_id: AgentId::new(),
+            task: TaskSpec::Noop(NoopSpec {}),
+            timeout_secs: 60,
+            output_cap_bytes: 1024,
+            assigned_at: Utc::now(),
+        });
+        let json = serde_json::to_value(&msg).unwrap();
+        assert_eq!(json["type"], "task.assign");
+        assert_eq!(json["v"], 1);
+        assert_eq!(serde_json::from_value::<AgentMessage>(json).unwrap(), msg);
+    }
+
+    #[test]
+    fn result_round_trip_and_version_check() {
+        let msg = ResultMessage::Finished(Finished {
+            v: V1,
+            task_id: TaskId::new(),
+            attempt: 2,
+            agent_id: AgentId::new(),
+            started_at: Utc::now(),
+            finished_at: Utc::now(),
+            result: TaskResult {
+                outcome: Outcome::Completed,
+                reason: None,
+                error: None,
+                duration_ms: 3,
+                output: TaskOutput::Noop,
+            },
+        });
+        let mut json = serde_json::to_value(&msg).unwrap();
+        assert_eq!(serde_json::from_value::<ResultMessage>(json.clone()).unwrap(), msg);
+        json["v"] = 2.into();
+        let err = serde_json::from_value::<ResultMessage>(json).unwrap_err();
+        assert!(err.to_string().contains("version"), "{err}");
+    }
+
+    #[test]
+    fn control_round_trip() {
+        let msg = ControlMessage::Cancel { v: V1, task_id: TaskId::new() };
+        let json = serde_json::to_string(&msg).unwrap();
+        assert_eq!(serde_json::from_str::<ControlMessage>(&json).unwrap(), msg);
+    }
+}

@@ -1,0 +1,594 @@
+//! Tasks: what to run, where, and what came of it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{AgentId, InvalidName};
+use crate::labels::LabelSelector;
+
+/// Default task timeout: 60 s.
+pub const DEFAULT_TIMEOUT_SECS: u32 = 60;
+/// Longest allowed timeout: one week. Tasks do not hold a broker delivery while they run
+/// (the heartbeat is their lease), so long tasks are fine.
+pub const MAX_TIMEOUT_SECS: u32 = 7 * 24 * 3600;
+/// Default cap on each captured output stream: 1 MiB.
+pub const DEFAULT_OUTPUT_CAP: u32 = 1024 * 1024;
+/// Largest allowed output cap: 16 MiB.
+pub const MAX_OUTPUT_CAP: u32 = 16 * 1024 * 1024;
+/// Default time a task may wait for an agent before failing with `no_agent`: 5 minutes.
+pub const DEFAULT_QUEUE_TIMEOUT_SECS: u32 = 300;
+
+/// A task as submitted: through `POST /v1/tasks`, or inside a [`crate::messages::SubmitMessage`]
+/// on `ris.submit`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskRequest {
+    /// Where to run it.
+    pub target: Target,
+    /// What to run.
+    pub task: TaskSpec,
+    /// Seconds the task may run before its process group is killed and it ends `timed_out`.
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: Timeout,
+    /// Bytes kept of each output stream (stdout, stderr, http body); the rest is dropped
+    /// and the result says `truncated`.
+    #[serde(default = "default_output_cap")]
+    pub output_cap_bytes: OutputCap,
+    /// Seconds the task may wait for a matching online agent before it fails `no_agent`.
+    #[serde(default = "default_queue_timeout")]
+    pub queue_timeout_secs: Timeout,
+    /// Free-form metadata kept with the task and echoed in its events.
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+}
+
+fn default_timeout() -> Timeout {
+    Timeout(DEFAULT_TIMEOUT_SECS)
+}
+fn default_queue_timeout() -> Timeout {
+    Timeout(DEFAULT_QUEUE_TIMEOUT_SECS)
+}
+fn default_output_cap() -> OutputCap {
+    OutputCap(DEFAULT_OUTPUT_CAP)
+}
+
+/// A number of seconds in `1..=604800`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(try_from = "u64", into = "u32")]
+#[schemars(with = "u32", extend("minimum" = 1, "maximum" = 604800))]
+pub struct Timeout(u32);
+
+impl Timeout {
+    pub fn secs(self) -> u32 {
+        self.0
+    }
+}
+
+impl TryFrom<u64> for Timeout {
+    type Error = InvalidName;
+    fn try_from(v: u64) -> Result<Self, Self::Error> {
+        if (1..=u64::from(MAX_TIMEOUT_SECS)).contains(&v) {
+            Ok(Self(v as u32))
+        } else {
+            Err(InvalidName(format!(
+                "must be between 1 and {MAX_TIMEOUT_SECS} seconds, got {v}"
+            )))
+        }
+    }
+}
+
+impl From<Timeout> for u32 {
+    fn from(t: Timeout) -> Self {
+        t.0
+    }
+}
+
+/// A byte count in `1..=16777216`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(try_from = "u64", into = "u32")]
+#[schemars(with = "u32", extend("minimum" = 1, "maximum" = 16777216))]
+pub struct OutputCap(u32);
+
+impl OutputCap {
+    pub fn bytes(self) -> usize {
+        self.0 as usize
+    }
+}
+
+impl TryFrom<u64> for OutputCap {
+    type Error = InvalidName;
+    fn try_from(v: u64) -> Result<Self, Self::Error> {
+        if (1..=u64::from(MAX_OUTPUT_CAP)).contains(&v) {
+            Ok(Self(v as u32))
+        } else {
+            Err(InvalidName(format!(
+                "must be between 1 and {MAX_OUTPUT_CAP} bytes, got {v}"
+            )))
+        }
+    }
+}
+
+impl From<OutputCap> for u32 {
+    fn from(t: OutputCap) -> Self {
+        t.0
+    }
+}
+
+/// Where a task runs: one named agent, or one agent chosen by load among those whose
+/// labels match a selector.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(try_from = "RawTarget", into = "RawTarget")]
+#[schemars(with = "RawTarget")]
+pub enum Target {
+    Agent(AgentId),
+    /// `mode: any`: the online matching agent with the lowest running/capacity ratio.
+    Selector(LabelSelector),
+}
+
+/// How a selector picks agents. Fan-out to every match (`all`) is a job (`/v1/jobs`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SelectorMode {
+    #[default]
+    Any,
+}
+
+/// The JSON form of a [`Target`]: exactly one of `agent_id` and `selector`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawTarget {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<AgentId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<LabelSelector>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<SelectorMode>,
+}
+
+impl TryFrom<RawTarget> for Target {
+    type Error = InvalidName;
+    fn try_from(raw: RawTarget) -> Result<Self, Self::Error> {
+        match (raw.agent_id, raw.selector) {
+            (Some(id), None) => Ok(Target::Agent(id)),
+            (None, Some(sel)) => Ok(Target::Selector(sel)),
+            _ => Err(InvalidName(
+                "target needs exactly one of `agent_id` or `selector`".into(),
+            )),
+        }
+    }
+}
+
+impl From<Target> for RawTarget {
+    fn from(t: Target) -> Self {
+        match t {
+            Target::Agent(id) => RawTarget {
+                agent_id: Some(id),
+                selector: None,
+                mode: None,
+            },
+            Target::Selector(sel) => RawTarget {
+                agent_id: None,
+                selector: Some(sel),
+                mode: Some(SelectorMode::Any),
+            },
+        }
+    }
+}
+
+/// What to run, tagged by `kind`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TaskSpec {
+    Shell(ShellSpec),
+    Http(HttpSpec),
+    /// Does nothing and completes at once. For benchmarks and smoke tests.
+    Noop(NoopSpec),
+}
+
+impl TaskSpec {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TaskSpec::Shell(_) => "shell",
+            TaskSpec::Http(_) => "http",
+            TaskSpec::Noop(_) => "noop",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NoopSpec {}
+
+/// A process to run: `argv` is executed directly (no shell); `script` runs through
+/// `/bin/sh -c`. Exactly one of the two.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(try_from = "RawShellSpec", into = "RawShellSpec")]
+#[schemars(with = "RawShellSpec")]
+pub struct ShellSpec {
+    pub command: Command,
+    pub env: BTreeMap<String, String>,
+    pub cwd: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Argv(Vec<String>),
+    Script(String),
+}
+
+/// The JSON form of a [`ShellSpec`].
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawShellSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub argv: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub script: Option<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub cwd: Option<String>,
+}
+
+impl TryFrom<RawShellSpec> for ShellSpec {
+    type Error = InvalidName;
+    fn try_from(raw: RawShellSpec) -> Result<Self, Self::Error> {
+        let command = match (raw.argv, raw.script) {
+            (Some(argv), None) => {
+                if argv.first().is_none_or(|p| p.is_empty()) {
+                    return Err(InvalidName(
+                        "`argv` must name a program as its first element".into(),
+                    ));
+                }
+                Command::Argv(argv)
+            }
+            (None, Some(script)) => Command::Script(script),
+            _ => {
+                return Err(InvalidName(
+                    "shell task needs exactly one of `argv` or `script`".into(),
+                ))
+            }
+        };
+        if let Some(k) = raw
+            .env
+            .keys()
+            .find(|k| k.is_empty() || k.contains('=') || k.contains('\0'))
+        {
+            return Err(InvalidName(format!("`env` key `{k}` is not a valid name")));
+        }
+        Ok(ShellSpec {
+            command,
+            env: raw.env,
+            cwd: raw.cwd,
+        })
+    }
+}
+
+impl From<ShellSpec> for RawShellSpec {
+    fn from(s: ShellSpec) -> Self {
+        let (argv, script) = match s.command {
+            Command::Argv(a) => (Some(a), None),
+            Command::Script(s) => (None, Some(s)),
+        };
+        RawShellSpec {
+            argv,
+            script,
+            env: s.env,
+            cwd: s.cwd,
+        }
+    }
+}
+
+/// An HTTP request made from the agent's machine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSpec {
+    #[serde(default)]
+    pub method: HttpMethod,
+    /// `http` or `https` URL.
+    pub url: HttpUrl,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub body: Option<String>,
+    /// Status that counts as success; any 2xx when absent.
+    #[serde(default)]
+    pub expected_status: Option<u16>,
+    /// Verify the server's TLS certificate (default true).
+    #[serde(default = "yes")]
+    pub tls_verify: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum HttpMethod {
+    #[default]
+    Get,
+    Head,
+    Post,
+    Put,
+    Patch,
+    Delete,
+    Options,
+}
+
+impl HttpMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HttpMethod::Get => "GET",
+            HttpMethod::Head => "HEAD",
+            HttpMethod::Post => "POST",
+            HttpMethod::Put => "PUT",
+            HttpMethod::Patch => "PATCH",
+            HttpMethod::Delete => "DELETE",
+            HttpMethod::Options => "OPTIONS",
+        }
+    }
+}
+
+/// An absolute `http://` or `https://` URL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(try_from = "String", into = "String")]
+#[schemars(with = "String", extend("format" = "uri"))]
+pub struct HttpUrl(url::Url);
+
+impl HttpUrl {
+    pub fn as_url(&self) -> &url::Url {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for HttpUrl {
+    type Error = InvalidName;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        let url = url::Url::parse(&s).map_err(|e| InvalidName(format!("invalid url: {e}")))?;
+        match url.scheme() {
+            "http" | "https" => Ok(Self(url)),
+            other => Err(InvalidName(format!(
+                "url scheme must be http or https, got `{other}`"
+            ))),
+        }
+    }
+}
+
+impl From<HttpUrl> for String {
+    fn from(u: HttpUrl) -> Self {
+        u.0.into()
+    }
+}
+
+/// The lifecycle of a task.
+///
+/// ```text
+/// queued → routing → executing → completed | failed | timed_out | cancelled
+///    ↑________↓ (re-placed)   ↘ retrying → queued
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskState {
+    Queued,
+    Routing,
+    Executing,
+    Retrying,
+    Completed,
+    Failed,
+    TimedOut,
+    Cancelled,
+}
+
+/// A transition that the lifecycle does not allow.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("task cannot go from {from} to {to}")]
+pub struct InvalidTransition {
+    pub from: TaskState,
+    pub to: TaskState,
+}
+
+impl TaskState {
+    pub const ALL: [TaskState; 8] = [
+        TaskState::Queued,
+        TaskState::Routing,
+        TaskState::Executing,
+        TaskState::Retrying,
+        TaskState::Completed,
+        TaskState::Failed,
+        TaskState::TimedOut,
+        TaskState::Cancelled,
+    ];
+
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            TaskState::Completed | TaskState::Failed | TaskState::TimedOut | TaskState::Cancelled
+        )
+    }
+
+    /// The only way a task changes state. Terminal states never change; a result may
+    /// arrive before its `executing` report (they travel separately), so `routing` may
+    /// end directly.
+    pub fn transition(self, to: TaskState) -> Result<TaskState, InvalidTransition> {
+        use TaskState::*;
+        let allowed = match self {
+            Queued => matches!(to, Routing | Failed | Cancelled),
+            Routing => !matches!(to, Routing | Retrying),
+            Executing => matches!(to, Retrying | Completed | Failed | TimedOut | Cancelled),
+            Retrying => matches!(to, Queued | Routing | Failed | Cancelled),
+            Completed | Failed | TimedOut | Cancelled => false,
+        };
+        if allowed {
+            Ok(to)
+        } else {
+            Err(InvalidTransition { from: self, to })
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Queued => "queued",
+            TaskState::Routing => "routing",
+            TaskState::Executing => "executing",
+            TaskState::Retrying => "retrying",
+            TaskState::Completed => "completed",
+            TaskState::Failed => "failed",
+            TaskState::TimedOut => "timed_out",
+            TaskState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<TaskState> {
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+}
+
+impl fmt::Display for TaskState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How an attempt ended, as the agent saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Completed,
+    Failed,
+    TimedOut,
+    Cancelled,
+}
+
+impl Outcome {
+    pub fn state(self) -> TaskState {
+        match self {
+            Outcome::Completed => TaskState::Completed,
+            Outcome::Failed => TaskState::Failed,
+            Outcome::TimedOut => TaskState::TimedOut,
+            Outcome::Cancelled => TaskState::Cancelled,
+        }
+    }
+}
+
+/// What an attempt produced, by kind.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TaskOutput {
+    Shell(ShellOutput),
+    Http(HttpOutput),
+    Noop,
+    /// The task could not be started or run at all; `reason` says why.
+    None,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ShellOutput {
+    /// Exit code, when the process exited on its own.
+    pub exit_code: Option<i32>,
+    /// Signal number, when the process was killed by a signal.
+    pub signal: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub stdout_truncated: bool,
+    pub stderr_truncated: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct HttpOutput {
+    pub status: u16,
+    pub headers: BTreeMap<String, String>,
+    pub body: String,
+    pub body_truncated: bool,
+}
+
+/// The result of one attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TaskResult {
+    pub outcome: Outcome,
+    /// Machine-readable reason for anything but `completed`: `exit_status`,
+    /// `spawn_failed`, `http_error`, `unexpected_status`, `timeout`, `cancelled`, ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Human-readable detail of the reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub duration_ms: u64,
+    pub output: TaskOutput,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn terminal_states_never_change() {
+        for from in TaskState::ALL.into_iter().filter(|s| s.is_terminal()) {
+            for to in TaskState::ALL {
+                assert!(from.transition(to).is_err(), "{from} -> {to}");
+            }
+        }
+    }
+
+    #[test]
+    fn happy_path_and_shortcuts() {
+        use TaskState::*;
+        assert_eq!(Queued.transition(Routing), Ok(Routing));
+        assert_eq!(Routing.transition(Executing), Ok(Executing));
+        assert_eq!(Executing.transition(Completed), Ok(Completed));
+        assert_eq!(Routing.transition(Completed), Ok(Completed));
+        assert!(Queued.transition(Executing).is_err());
+        assert!(Executing.transition(Executing).is_err());
+    }
+
+    #[test]
+    fn shell_needs_exactly_one_command_form() {
+        let ok: TaskSpec = serde_json::from_str(r#"{"kind":"shell","argv":["true"]}"#).unwrap();
+        assert_eq!(ok.kind(), "shell");
+        for bad in [
+            r#"{"kind":"shell"}"#,
+            r#"{"kind":"shell","argv":["a"],"script":"b"}"#,
+            r#"{"kind":"shell","argv":[]}"#,
+            r#"{"kind":"nope"}"#,
+        ] {
+            assert!(serde_json::from_str::<TaskSpec>(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn request_round_trip_with_defaults() {
+        let req: TaskRequest = serde_json::from_str(
+            r#"{"target":{"selector":"env=prod"},"task":{"kind":"http","url":"https://example.com/"}}"#,
+        )
+        .unwrap();
+        assert_eq!(req.timeout_secs.secs(), DEFAULT_TIMEOUT_SECS);
+        let back: TaskRequest =
+            serde_json::from_value(serde_json::to_value(&req).unwrap()).unwrap();
+        assert_eq!(back, req);
+    }
+
+    #[test]
+    fn target_needs_exactly_one() {
+        assert!(serde_json::from_str::<Target>(r#"{}"#).is_err());
+        assert!(serde_json::from_str::<Target>(
+            r#"{"agent_id":"0190a4f2-0000-7000-8000-000000000000","selector":"a=b"}"#
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn bad_numbers_and_urls() {
+        let base = r#""target":{"selector":"a=b"},"task":{"kind":"noop"}"#;
+        for bad in [
+            format!(r#"{{{base},"timeout_secs":0}}"#),
+            format!(r#"{{{base},"timeout_secs":-1}}"#),
+            format!(r#"{{{base},"output_cap_bytes":99999999999}}"#),
+        ] {
+            assert!(serde_json::from_str::<TaskRequest>(&bad).is_err(), "{bad}");
+        }
+        assert!(serde_json::from_str::<HttpSpec>(r#"{"url":"ftp://x"}"#).is_err());
+    }
+}
