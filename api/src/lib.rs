@@ -1,1 +1,27 @@
-//! placeholder
+//! The RIS API: REST under `/v1`, agent enrollment, and the agent heartbeat gateway.
+//!
+//! The API keeps nothing in memory that matters: tasks and identities live in PostgreSQL
+//! (`ris-store`), presence in Redis (`ris-presence`), work in flight in RabbitMQ
+//! (`ris-broker`). Any number of instances can serve side by side.
+//!
+//! # Layout
+//!
+//! - [`config`]: configuration from a file plus `RIS_*` environment variables.
+//! - [`app`]: [`app::App`] builds the state and serves the router until shutdown.
+//! - [`state`]: shared handles (store, presence, broker connections per tenant).
+//! - [`error`]: the one HTTP error type, with a stable `code` and the offending `field`.
+//! - [`extract`]: body and path extractors that name the bad field.
+//! - [`auth`]: credentials → caller (platform admin or a tenant's API key).
+//! - [`secrets`]: generation and hashing of keys and tokens.
+//! - [`routes`]: one module per resource, each with its own `router()`.
+//! - [`http_metrics`]: HTTP request metrics middleware.
+
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod http_metrics;
+pub mod routes;
+pub mod secrets;
+pub mod state;

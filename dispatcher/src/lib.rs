@@ -1,1 +1,35 @@
-//! placeholder
+//! The RIS dispatcher.
+//!
+//! Stateless: every instance consumes the `ris.submit` and `ris.results` queues of every
+//! tenant (competing consumers), sweeps PostgreSQL for tasks that still need a place,
+//! and keeps nothing in memory that another instance would need. Killing one at any
+//! moment loses nothing: unacked deliveries return to their queue, and a placement is
+//! recorded (`routing`, attempt n) before its assignment is published.
+//!
+//! # Layout
+//!
+//! - [`config`]: configuration from a file plus `RIS_*` environment variables.
+//! - [`app`]: [`app::App`] wires the parts and runs them until shutdown.
+//! - [`context`]: handles shared by every part.
+//! - [`tenants`]: keeps one [`worker`] per tenant, following the `tenants` table.
+//! - [`worker`]: one tenant's AMQP connection and its two consumers.
+//! - [`submit`]: handles a submission from `ris.submit`.
+//! - [`results`]: handles an agent report from `ris.results`.
+//! - [`placement`]: chooses an agent by load and hands it the task.
+//! - [`sweeper`]: places tasks that wait in PostgreSQL; fails those past their deadline.
+//! - [`events`]: publishes task events on `ris.events`.
+//! - [`retry`]: retries store calls with backoff while a dependency is down.
+//! - [`http`]: `/healthz` and `/metrics`.
+
+pub mod app;
+pub mod config;
+pub mod context;
+pub mod events;
+pub mod http;
+pub mod placement;
+pub mod results;
+pub mod retry;
+pub mod submit;
+pub mod sweeper;
+pub mod tenants;
+pub mod worker;

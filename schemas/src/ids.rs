@@ -73,7 +73,9 @@ uuid_id!(
 
 /// A tenant name: 1–32 characters of lowercase letters, digits and dashes, starting and
 /// ending with a letter or digit. It names the tenant's RabbitMQ vhost (`ris.<name>`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(try_from = "String", into = "String")]
 #[schemars(
     with = "String",
@@ -134,7 +136,9 @@ impl fmt::Display for TenantName {
 
 /// An agent's human name, unique in its tenant: 1–63 characters of letters, digits,
 /// `.`, `_` and `-` (a hostname fits).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(try_from = "String", into = "String")]
 #[schemars(with = "String", extend("pattern" = r"^[A-Za-z0-9._-]{1,63}$"))]
 pub struct AgentName(String);
@@ -143,15 +147,13 @@ impl AgentName {
     pub fn parse(s: &str) -> Result<Self, InvalidName> {
         let ok = !s.is_empty()
             && s.len() <= 63
-            && s
-                .chars()
+            && s.chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
         if ok {
             Ok(Self(s.to_owned()))
         } else {
             Err(InvalidName(
-                "agent name must be 1 to 63 characters of letters, digits, '.', '_' or '-'"
-                    .into(),
+                "agent name must be 1 to 63 characters of letters, digits, '.', '_' or '-'".into(),
             ))
         }
     }
@@ -189,7 +191,15 @@ mod tests {
         for ok in ["acme", "a", "acme-2", "0x"] {
             assert!(TenantName::parse(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "Acme", "-acme", "acme-", "ac_me", "a.b", &"a".repeat(33)] {
+        for bad in [
+            "",
+            "Acme",
+            "-acme",
+            "acme-",
+            "ac_me",
+            "a.b",
+            &"a".repeat(33),
+        ] {
             assert!(TenantName::parse(bad).is_err(), "{bad}");
         }
         assert_eq!(TenantName::parse("acme").unwrap().vhost(), "ris.acme");

@@ -27,7 +27,10 @@ fn valid_value(v: &str) -> bool {
 /// An agent's labels: keys of 1–63 characters (`[A-Za-z0-9._/-]`), values of 0–63
 /// characters (`[A-Za-z0-9._-]`), at most 64 of them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(try_from = "BTreeMap<String, String>", into = "BTreeMap<String, String>")]
+#[serde(
+    try_from = "BTreeMap<String, String>",
+    into = "BTreeMap<String, String>"
+)]
 #[schemars(with = "BTreeMap<String, String>")]
 pub struct Labels(BTreeMap<String, String>);
 

@@ -45,8 +45,14 @@ pub fn json_schemas() -> Vec<(&'static str, schemars::Schema)> {
         ("api-create-tenant", schema_for!(api::CreateTenant)),
         ("api-create-api-key", schema_for!(api::CreateApiKey)),
         ("api-api-key-created", schema_for!(api::ApiKeyCreated)),
-        ("api-create-enrollment-token", schema_for!(api::CreateEnrollmentToken)),
-        ("api-enrollment-token", schema_for!(api::EnrollmentTokenCreated)),
+        (
+            "api-create-enrollment-token",
+            schema_for!(api::CreateEnrollmentToken),
+        ),
+        (
+            "api-enrollment-token",
+            schema_for!(api::EnrollmentTokenCreated),
+        ),
         ("api-enroll-request", schema_for!(api::EnrollRequest)),
         ("api-enroll-response", schema_for!(api::EnrollResponse)),
         ("api-error", schema_for!(api::ApiErrorBody)),

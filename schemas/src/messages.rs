@@ -155,7 +155,10 @@ mod tests {
             },
         });
         let mut json = serde_json::to_value(&msg).unwrap();
-        assert_eq!(serde_json::from_value::<ResultMessage>(json.clone()).unwrap(), msg);
+        assert_eq!(
+            serde_json::from_value::<ResultMessage>(json.clone()).unwrap(),
+            msg
+        );
         json["v"] = 2.into();
         let err = serde_json::from_value::<ResultMessage>(json).unwrap_err();
         assert!(err.to_string().contains("version"), "{err}");
@@ -163,7 +166,10 @@ mod tests {
 
     #[test]
     fn control_round_trip() {
-        let msg = ControlMessage::Cancel { v: V1, task_id: TaskId::new() };
+        let msg = ControlMessage::Cancel {
+            v: V1,
+            task_id: TaskId::new(),
+        };
         let json = serde_json::to_string(&msg).unwrap();
         assert_eq!(serde_json::from_str::<ControlMessage>(&json).unwrap(), msg);
     }

@@ -179,8 +179,17 @@ impl From<Target> for RawTarget {
 }
 
 /// What to run, tagged by `kind`.
+///
+/// Deserialized by hand (through [`TryFrom<serde_json::Value>`]) rather than by serde's
+/// internally-tagged enum support, which buffers the content and loses the path of a bad
+/// field: `{"kind": "shell", "argv": 3}` must be reported as `argv`, not as the task.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(
+    tag = "kind",
+    rename_all = "snake_case",
+    try_from = "serde_json::Value"
+)]
+#[schemars(with = "TaskSpecSchema")]
 pub enum TaskSpec {
     Shell(ShellSpec),
     Http(HttpSpec),
@@ -196,6 +205,68 @@ impl TaskSpec {
             TaskSpec::Noop(_) => "noop",
         }
     }
+}
+
+/// The JSON Schema of [`TaskSpec`] (serde's derive would describe the hand-written
+/// deserializer's input as "any value").
+#[derive(JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+#[allow(dead_code)]
+enum TaskSpecSchema {
+    Shell(RawShellSpec),
+    Http(HttpSpec),
+    Noop(NoopSpec),
+}
+
+impl TryFrom<serde_json::Value> for TaskSpec {
+    type Error = String;
+
+    fn try_from(value: serde_json::Value) -> Result<Self, Self::Error> {
+        let serde_json::Value::Object(mut map) = value else {
+            return Err("a task must be an object with a `kind`".into());
+        };
+        let kind = match map.remove("kind") {
+            Some(serde_json::Value::String(kind)) => kind,
+            Some(_) => return Err(nested("kind", "must be a string")),
+            None => return Err("missing field `kind`".into()),
+        };
+        let rest = serde_json::Value::Object(map);
+        match kind.as_str() {
+            "shell" => parse_nested(rest).map(TaskSpec::Shell),
+            "http" => parse_nested(rest).map(TaskSpec::Http),
+            "noop" => parse_nested(rest).map(TaskSpec::Noop),
+            other => Err(nested(
+                "kind",
+                &format!("unknown variant `{other}`, expected one of `shell`, `http`, `noop`"),
+            )),
+        }
+    }
+}
+
+/// Formats an error found at `path` inside a value, so that the API can name the field:
+/// `at `path`: message` (see [`split_nested`]).
+pub fn nested(path: &str, message: &str) -> String {
+    format!("at `{path}`: {message}")
+}
+
+/// The inverse of [`nested`]: `(path, message)` if `message` names a nested field.
+pub fn split_nested(message: &str) -> Option<(&str, &str)> {
+    let rest = message.strip_prefix("at `")?;
+    let (path, message) = rest.split_once("`: ")?;
+    Some((path, message))
+}
+
+fn parse_nested<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, String> {
+    serde_path_to_error::deserialize(value).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner().to_string();
+        match split_nested(&inner) {
+            // A nested error deeper down: join the paths.
+            Some((deeper, message)) if path != "." => nested(&format!("{path}.{deeper}"), message),
+            _ if path == "." => inner,
+            _ => nested(&path, &inner),
+        }
+    })
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -1,1 +1,246 @@
-//! placeholder
+//! PostgreSQL, the system of record of RIS.
+//!
+//! Storage sits behind repository traits ([`TenantRepo`], [`AuthRepo`], [`AgentRepo`],
+//! [`TaskRepo`], gathered in [`Store`]) so the API and the dispatcher depend on what
+//! they need, tests may substitute a fake, and a second backend stays possible.
+//! [`PgStore`] implements them all with sqlx.
+//!
+//! # Tenant scoping
+//!
+//! Every tenant-scoped call takes a [`TenantCtx`] and filters by its id. As defence in
+//! depth the same calls run in a transaction under the NOLOGIN role `ris_app` with
+//! `ris.tenant_id` set, and row-level security policies hide every other tenant's rows
+//! (see the migration). Cross-tenant calls — dispatcher sweeps, lookups by credential —
+//! say so in their documentation and run as the connecting user.
+//!
+//! # Task states
+//!
+//! A task's state changes only through [`ris_schemas::task::TaskState::transition`], in
+//! one transaction that locks the task row, checks the attempt fence, updates the row
+//! and appends a `task_events` row. The event log therefore never contradicts the state.
+//!
+//! # Layout
+//!
+//! - [`pg`]: [`PgStore`]: pool, migrations, tenant-scoped transactions.
+//! - [`error`]: [`StoreError`], [`RedeemError`].
+//! - [`tenants`]: tenants and [`TenantCtx`].
+//! - [`auth`]: API keys, enrollment tokens and redeeming one for an agent.
+//! - [`agents`]: agents, their facts and address history.
+//! - [`tasks`]: task records, submission, reads, listing and events.
+//! - [`task_events`]: a task's history.
+//! - [`transitions`]: the one path by which a task's state changes.
+//! - [`placement`]: placing tasks: claims, attempts, requeues, queue expiry.
+//! - [`task_results`]: recording (deduplicated) results.
+//! - [`cursor`]: the opaque pagination cursor of task lists.
+//!
+//! `migrations/` holds the schema, embedded with `sqlx::migrate!()`.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use ris_schemas::ids::{AgentId, ApiKeyId, TaskId, TenantName};
+use ris_schemas::messages::Finished;
+use ris_schemas::task::TaskRequest;
+
+pub mod agents;
+pub mod auth;
+pub mod cursor;
+pub mod error;
+pub mod pg;
+pub mod placement;
+pub mod task_events;
+pub mod task_results;
+pub mod tasks;
+pub mod tenants;
+pub mod transitions;
+
+pub use agents::{AddressChangeRecord, AgentFacts, AgentRecord, NewAgent};
+pub use auth::ApiKeyRecord;
+pub use cursor::Cursor;
+pub use error::{RedeemError, StoreError};
+pub use pg::PgStore;
+pub use task_events::TaskEventRecord;
+pub use task_results::ResultOutcome;
+pub use tasks::{Inserted, TaskFilter, TaskRecord};
+pub use tenants::{Tenant, TenantCtx};
+pub use transitions::{Transition, TransitionOutcome};
+
+/// The whole store, shared between request handlers and workers.
+pub type DynStore = std::sync::Arc<dyn Store>;
+
+/// Every repository, plus a health check.
+#[async_trait]
+pub trait Store: TenantRepo + AuthRepo + AgentRepo + TaskRepo + Send + Sync {
+    /// Succeeds when the database answers (for `/readyz`).
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// Tenants. Platform-level: none of these is tenant-scoped.
+#[async_trait]
+pub trait TenantRepo: Send + Sync {
+    /// Idempotent: returns the existing row if the name exists. `true` = newly created.
+    async fn create_tenant(&self, name: &TenantName) -> Result<(Tenant, bool), StoreError>;
+    async fn get_tenant(&self, name: &TenantName) -> Result<Option<Tenant>, StoreError>;
+    /// By name.
+    async fn list_tenants(&self) -> Result<Vec<Tenant>, StoreError>;
+    /// Deletes the tenant and (cascade) everything it owns. `false` if absent.
+    async fn delete_tenant(&self, name: &TenantName) -> Result<bool, StoreError>;
+}
+
+/// Credentials: API keys and agent enrollment tokens. Only hashes are stored.
+#[async_trait]
+pub trait AuthRepo: Send + Sync {
+    async fn insert_api_key(
+        &self,
+        tenant: &TenantCtx,
+        id: ApiKeyId,
+        name: &str,
+        role: &str,
+        secret_hash: &[u8],
+    ) -> Result<ApiKeyRecord, StoreError>;
+    /// Cross-tenant lookup by key id (the API then compares the hash in constant time).
+    async fn find_api_key(&self, id: ApiKeyId) -> Result<Option<ApiKeyRecord>, StoreError>;
+    async fn insert_enrollment_token(
+        &self,
+        tenant: &TenantCtx,
+        token_hash: &[u8],
+        expires_at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+    /// Cross-tenant (the token names the tenant). In one transaction: locks the token
+    /// row by hash, refuses it if absent, used or expired, inserts the agent
+    /// ([`RedeemError::NameTaken`] leaves the token unused) and marks the token used by
+    /// that agent.
+    async fn enroll_agent(
+        &self,
+        token_hash: &[u8],
+        agent: NewAgent,
+    ) -> Result<(Tenant, AgentRecord), RedeemError>;
+}
+
+/// Enrolled agents.
+#[async_trait]
+pub trait AgentRepo: Send + Sync {
+    async fn get_agent(
+        &self,
+        tenant: &TenantCtx,
+        id: AgentId,
+    ) -> Result<Option<AgentRecord>, StoreError>;
+    /// By name.
+    async fn list_agents(&self, tenant: &TenantCtx) -> Result<Vec<AgentRecord>, StoreError>;
+    /// Cross-tenant lookup for heartbeat authentication: the agent and its tenant.
+    async fn find_agent(&self, id: AgentId) -> Result<Option<(Tenant, AgentRecord)>, StoreError>;
+    /// Updates labels, capacity, version, hostname, addresses and `last_seen_at` (which
+    /// never moves backwards). When the address set differs from the stored one, the
+    /// old set goes to the address history (`changed_at = seen_at`; an empty old set,
+    /// i.e. never reported, is not recorded). Returns true if the addresses changed;
+    /// false too for an unknown agent, which changes nothing.
+    async fn update_agent_facts(
+        &self,
+        tenant: &TenantCtx,
+        id: AgentId,
+        facts: &AgentFacts,
+    ) -> Result<bool, StoreError>;
+    /// Sets `last_seen_at` (never backwards). An unknown agent changes nothing.
+    async fn touch_agent(
+        &self,
+        tenant: &TenantCtx,
+        id: AgentId,
+        seen_at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+    /// Earlier address sets, newest first.
+    async fn address_history(
+        &self,
+        tenant: &TenantCtx,
+        id: AgentId,
+        limit: i64,
+    ) -> Result<Vec<AddressChangeRecord>, StoreError>;
+}
+
+/// Tasks, their events and results, and placement.
+#[async_trait]
+pub trait TaskRepo: Send + Sync {
+    /// Inserts the task as `queued` (attempts 0, `queue_deadline` = now +
+    /// `request.queue_timeout_secs`, placeable at once) with its first event, in one
+    /// transaction. The same id, or the same idempotency key in this tenant, already
+    /// stored → [`Inserted::Existing`] and no new event. The id used by another tenant
+    /// → [`StoreError::TaskIdTaken`].
+    async fn insert_task(
+        &self,
+        tenant: &TenantCtx,
+        id: TaskId,
+        request: &TaskRequest,
+        idempotency_key: Option<&str>,
+    ) -> Result<Inserted, StoreError>;
+    async fn get_task(
+        &self,
+        tenant: &TenantCtx,
+        id: TaskId,
+    ) -> Result<Option<TaskRecord>, StoreError>;
+    /// Newest first (`created_at` desc, id desc); rows strictly after the cursor; limit
+    /// clamped to 1..=500.
+    async fn list_tasks(
+        &self,
+        tenant: &TenantCtx,
+        filter: &TaskFilter,
+        limit: i64,
+        after: Option<&Cursor>,
+    ) -> Result<Vec<TaskRecord>, StoreError>;
+    /// The task's events in order (by `seq`). Empty for an unknown task.
+    async fn task_events(
+        &self,
+        tenant: &TenantCtx,
+        id: TaskId,
+    ) -> Result<Vec<TaskEventRecord>, StoreError>;
+    /// Locks the task, checks the attempt fence, then the lifecycle
+    /// (`TaskState::transition`), updates state, reason (replaced by `t.reason`) and
+    /// `agent_id` (kept when `t.agent_id` is `None`) and appends an event. Entering
+    /// `queued` makes the task placeable at once; coming from `retrying` it also gets
+    /// a fresh queue deadline.
+    async fn transition_task(
+        &self,
+        tenant: &TenantCtx,
+        id: TaskId,
+        t: Transition,
+    ) -> Result<TransitionOutcome, StoreError>;
+    /// Placement: `queued`/`retrying` → `routing` with `attempts + 1` and `agent_id`
+    /// set, event appended. The record carries the new attempt number.
+    async fn begin_attempt(
+        &self,
+        tenant: &TenantCtx,
+        id: TaskId,
+        agent: AgentId,
+    ) -> Result<TransitionOutcome, StoreError>;
+    /// Back to `queued` (attempts unchanged), placeable again after `retry_in`: undoes a
+    /// placement whose publish failed (from `routing`, queue deadline kept), or delays a
+    /// retry (from `retrying`, fresh queue deadline).
+    async fn requeue_task(
+        &self,
+        tenant: &TenantCtx,
+        id: TaskId,
+        reason: &str,
+        retry_in: Duration,
+    ) -> Result<TransitionOutcome, StoreError>;
+    /// Results are deduplicated by `(task_id, attempt)`; a result for another attempt
+    /// than the current one is kept but changes nothing ([`ResultOutcome::Stale`]);
+    /// otherwise the task goes to the outcome's state with the result and its reason,
+    /// and an event with `{duration_ms, outcome}`. One transaction.
+    async fn record_result(
+        &self,
+        tenant: &TenantCtx,
+        finished: &Finished,
+    ) -> Result<ResultOutcome, StoreError>;
+    /// Cross-tenant: queued tasks due for placement whose queue deadline has not passed,
+    /// oldest first, at most `limit`. Each is leased: not offered again before `lease`
+    /// has passed, so concurrent dispatchers never pick the same task at once.
+    async fn claim_unplaced(
+        &self,
+        limit: i64,
+        lease: Duration,
+    ) -> Result<Vec<(Tenant, TaskRecord)>, StoreError>;
+    /// Cross-tenant: queued tasks past their queue deadline → `failed` with reason
+    /// `no_agent` (event appended), at most `limit`. Returns them for event publishing.
+    async fn expire_unplaced(&self, limit: i64) -> Result<Vec<(Tenant, TaskRecord)>, StoreError>;
+    /// Tasks of the tenant in state `queued` (for quotas).
+    async fn count_queued(&self, tenant: &TenantCtx) -> Result<i64, StoreError>;
+}

@@ -1,1 +1,21 @@
-//! placeholder
+//! The end-to-end test kit: start a whole RIS system as real processes against the real
+//! services, and talk to it the way an operator would.
+//!
+//! Each [`System`] gets its own PostgreSQL database, its own Redis key prefix and its
+//! own admin key; each tenant it creates has a unique name (so a unique vhost). Dropping
+//! the system kills its processes, deletes its tenants' vhosts and users, and drops its
+//! database, so tests can run side by side and leave nothing behind.
+//!
+//! Binaries are taken from the cargo target directory the tests were built into
+//! (`cargo build --bins` first; `scripts/test.sh` does it), or from `RIS_BIN_DIR`.
+
+mod system;
+mod wait;
+
+pub use system::{AgentProc, System, SystemOptions, TenantClient};
+pub use wait::{eventually, wait_for_task};
+
+/// A short random hex string for unique names.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}{:08x}", rand::random::<u32>())
+}

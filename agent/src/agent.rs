@@ -1,0 +1,230 @@
+//! [`Agent`]: the top-level loop of one agent.
+//!
+//! `run` reports tasks a previous run died in, then starts the heartbeat and the AMQP
+//! supervisor and waits for the shutdown token. On shutdown it stops taking tasks,
+//! gives running ones the grace period, kills what is left (reported as failed with
+//! reason `agent_shutdown`), lets the results out, and closes the connections.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ris_schemas::ids::AgentId;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{AgentConfig, Timings};
+use crate::executor::Executors;
+use crate::heartbeat::{self, HeartbeatConfig};
+use crate::identity::{Identity, IdentityError};
+use crate::journal::{Journal, JournalError};
+use crate::machine::Machine;
+use crate::outbox::{Outbox, OutboxError};
+use crate::report::Reporter;
+use crate::running::Running;
+use crate::{supervisor, worker};
+
+/// How long the heartbeat and the broker connection get to close at the very end.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error(transparent)]
+    Outbox(#[from] OutboxError),
+    #[error("cannot build the HTTP client: {0}")]
+    HttpClient(#[from] reqwest::Error),
+    #[error("the identity's capacity must be at least 1")]
+    ZeroCapacity,
+}
+
+/// What the worker, the supervisor and the task runs share.
+pub struct Shared {
+    pub identity: Identity,
+    pub agent_id: AgentId,
+    pub journal: Journal,
+    pub reporter: Reporter,
+    pub running: Running,
+    pub executors: Executors,
+    /// Every task run, so shutdown can wait for them.
+    pub tracker: TaskTracker,
+    pub timings: Timings,
+    pub state_dir: PathBuf,
+}
+
+pub struct Agent {
+    shared: Arc<Shared>,
+}
+
+impl Agent {
+    /// Loads the identity from the configured state directory.
+    pub fn load(config: AgentConfig) -> Result<Self, AgentError> {
+        let identity = Identity::load(&config.state_dir)?;
+        Self::build(identity, config)
+    }
+
+    /// An agent from an identity held in memory (a benchmark swarm enrolls many); its
+    /// journal and outbox live under `state_dir`.
+    pub async fn from_identity(identity: Identity, state_dir: PathBuf) -> Result<Self, AgentError> {
+        Self::with_config(identity, AgentConfig::new(state_dir)).await
+    }
+
+    /// Like [`Agent::from_identity`], with the timings of `config`.
+    pub async fn with_config(identity: Identity, config: AgentConfig) -> Result<Self, AgentError> {
+        tokio::task::spawn_blocking(move || Self::build(identity, config))
+            .await
+            .map_err(|_| AgentError::Journal(JournalError::Blocking))?
+    }
+
+    fn build(identity: Identity, config: AgentConfig) -> Result<Self, AgentError> {
+        if identity.capacity == 0 {
+            return Err(AgentError::ZeroCapacity);
+        }
+        let amqp = &identity.enrollment.amqp;
+        let agent_id = identity.enrollment.agent_id;
+        let outbox = Outbox::open(config.outbox_dir())?;
+        let reporter = Reporter::new(
+            amqp.results_exchange.clone(),
+            agent_id.to_string(),
+            amqp.username.clone(),
+            config.timings.publish_timeout,
+            outbox,
+        );
+        let shared = Shared {
+            journal: Journal::open(config.journal_dir())?,
+            reporter,
+            running: Running::new(identity.capacity),
+            executors: Executors::new()?,
+            tracker: TaskTracker::new(),
+            timings: config.timings,
+            state_dir: config.state_dir,
+            agent_id,
+            identity,
+        };
+        Ok(Self {
+            shared: Arc::new(shared),
+        })
+    }
+
+    pub fn agent_id(&self) -> AgentId {
+        self.shared.agent_id
+    }
+
+    /// The registry of running tasks (for a swarm's statistics).
+    pub fn running(&self) -> Running {
+        self.shared.running.clone()
+    }
+
+    /// Runs until `shutdown` is cancelled, then drains and returns.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let shared = self.shared;
+        let enrollment = &shared.identity.enrollment;
+        tracing::info!(
+            agent_id = %shared.agent_id,
+            tenant = %enrollment.tenant,
+            name = %enrollment.name,
+            capacity = shared.running.capacity(),
+            version = env!("CARGO_PKG_VERSION"),
+            "agent starting"
+        );
+        match shared
+            .journal
+            .prune_markers(shared.timings.journal_marker_ttl)
+        {
+            Ok(n) if n > 0 => tracing::debug!(pruned = n, "old journal markers removed"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot prune the journal"),
+        }
+        let recovered = worker::recover_unfinished(&shared).await;
+        if recovered > 0 {
+            tracing::warn!(
+                tasks = recovered,
+                "reported tasks interrupted by the last stop as failed"
+            );
+        }
+
+        let conn_stop = CancellationToken::new();
+        let heartbeat_stop = CancellationToken::new();
+        let heartbeat = tokio::spawn(heartbeat::run(
+            heartbeat_config(&shared),
+            shared.running.clone(),
+            Machine::new(&shared.state_dir),
+            heartbeat_stop.clone(),
+        ));
+        let supervisor = tokio::spawn(supervisor::supervise(
+            shared.clone(),
+            shutdown.clone(),
+            conn_stop.clone(),
+        ));
+
+        shutdown.cancelled().await;
+        drain(&shared).await;
+        // The heartbeat ran until now: it is the lease of the tasks still running.
+        conn_stop.cancel();
+        heartbeat_stop.cancel();
+        for (name, handle) in [("broker connection", supervisor), ("heartbeat", heartbeat)] {
+            match tokio::time::timeout(CLOSE_TIMEOUT, handle).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "{name} task failed"),
+                Err(_) => tracing::warn!("{name} did not close in time"),
+            }
+        }
+        tracing::info!("agent stopped");
+        Ok(())
+    }
+}
+
+/// Waits for running tasks, kills them after the grace period, and logs what happened.
+async fn drain(shared: &Shared) {
+    let timings = &shared.timings;
+    let running = shared.running.count();
+    shared.tracker.close();
+    if running == 0 {
+        tracing::info!("stopping: no task running");
+    } else {
+        tracing::info!(
+            running,
+            grace_secs = timings.shutdown_grace.as_secs(),
+            "stopping: no new tasks; waiting for running ones"
+        );
+    }
+    if tokio::time::timeout(timings.shutdown_grace, shared.tracker.wait())
+        .await
+        .is_ok()
+    {
+        if running > 0 {
+            tracing::info!("all tasks finished within the grace period");
+        }
+        return;
+    }
+    let left = shared.running.task_ids();
+    tracing::warn!(tasks = ?left, "tasks still running after the grace period; killing them");
+    shared.running.kill_all();
+    if tokio::time::timeout(timings.shutdown_kill_wait, shared.tracker.wait())
+        .await
+        .is_ok()
+    {
+        tracing::info!(
+            killed = left.len(),
+            "killed tasks reported as failed (agent_shutdown)"
+        );
+    } else {
+        tracing::error!(tasks = ?shared.running.task_ids(), "tasks did not stop; the next start reports them as agent_restarted");
+    }
+}
+
+fn heartbeat_config(shared: &Shared) -> HeartbeatConfig {
+    let identity = &shared.identity;
+    HeartbeatConfig {
+        url: heartbeat::heartbeat_url(&identity.api_url, shared.agent_id),
+        token: identity.enrollment.heartbeat_token.clone(),
+        interval: Duration::from_secs(u64::from(
+            identity.enrollment.heartbeat_interval_secs.max(1),
+        )),
+        capacity: identity.capacity,
+        labels: identity.labels.clone(),
+    }
+}

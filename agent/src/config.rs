@@ -1,0 +1,91 @@
+//! Agent configuration: where the state lives and the delays the runtime uses.
+//!
+//! `ris-agent run` takes no flags besides the state directory: everything else comes
+//! from the identity saved at enrollment. The delays are plain fields so a test or a
+//! benchmark swarm can shorten them.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ris_broker::BrokerConfig;
+
+use crate::identity::Identity;
+
+/// Environment variable naming the state directory when `--state-dir` is not given
+/// (precedence: flag, then this variable, then [`DEFAULT_STATE_DIR`]).
+pub const STATE_DIR_ENV: &str = "RIS_AGENT_STATE_DIR";
+/// State directory when neither `--state-dir` nor [`STATE_DIR_ENV`] is given.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/ris-agent";
+
+/// What the agent needs before it loads its identity.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Holds `identity.json`, `journal/` and `outbox/`.
+    pub state_dir: PathBuf,
+    pub timings: Timings,
+}
+
+impl AgentConfig {
+    pub fn new(state_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            state_dir: state_dir.into(),
+            timings: Timings::default(),
+        }
+    }
+
+    pub fn journal_dir(&self) -> PathBuf {
+        journal_dir(&self.state_dir)
+    }
+
+    pub fn outbox_dir(&self) -> PathBuf {
+        outbox_dir(&self.state_dir)
+    }
+}
+
+pub fn journal_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("journal")
+}
+
+pub fn outbox_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("outbox")
+}
+
+/// Delays and limits of the runtime.
+#[derive(Debug, Clone)]
+pub struct Timings {
+    /// How long running tasks may finish on their own after a stop is asked.
+    pub shutdown_grace: Duration,
+    /// After the grace, how long killed tasks get to report before the agent exits
+    /// (covers the executor's cancel grace).
+    pub shutdown_kill_wait: Duration,
+    /// Longest wait for one publisher confirm before the result goes to the outbox.
+    pub publish_timeout: Duration,
+    /// How often a non-empty outbox is retried while connected.
+    pub outbox_retry: Duration,
+    /// Longest wait for channels and consumers to be set up after connecting.
+    pub setup_timeout: Duration,
+    /// Journal done-markers older than this are deleted at startup.
+    pub journal_marker_ttl: Duration,
+}
+
+impl Default for Timings {
+    fn default() -> Self {
+        Self {
+            shutdown_grace: Duration::from_secs(10),
+            shutdown_kill_wait: Duration::from_secs(7),
+            publish_timeout: Duration::from_secs(10),
+            outbox_retry: Duration::from_secs(5),
+            setup_timeout: Duration::from_secs(15),
+            journal_marker_ttl: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+/// Broker settings for this agent: the URL from the enrollment, defaults for the rest.
+/// The credentials are passed to `ris_broker::connect` separately.
+pub fn broker_config(identity: &Identity) -> BrokerConfig {
+    BrokerConfig {
+        amqp_url: identity.enrollment.amqp.url.clone(),
+        ..BrokerConfig::default()
+    }
+}

@@ -1,0 +1,61 @@
+//! The control consumer: orders on `ris.agent.<id>.ctl`.
+//!
+//! Consumed on its own channel, so a busy agent still hears `cancel`. `Cancel` cancels
+//! the running task's token (the executor then kills its process group); `Ping` is
+//! logged. Every parsed message is acked; unparseable ones are rejected without requeue.
+
+use futures::StreamExt;
+use ris_broker::lapin::message::Delivery;
+use ris_broker::lapin::options::{BasicAckOptions, BasicRejectOptions};
+use ris_broker::lapin::Consumer;
+use ris_schemas::messages::ControlMessage;
+
+use crate::running::Running;
+
+/// Consumes control messages until the consumer ends; returns why it ended.
+pub async fn consume_control(running: Running, mut consumer: Consumer) -> String {
+    while let Some(next) = consumer.next().await {
+        match next {
+            Ok(delivery) => handle(&running, &delivery).await,
+            Err(e) => return e.to_string(),
+        }
+    }
+    "control consumer cancelled".to_owned()
+}
+
+async fn handle(running: &Running, delivery: &Delivery) {
+    match serde_json::from_slice::<ControlMessage>(&delivery.data) {
+        Ok(message) => {
+            apply(running, &message);
+            if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
+                tracing::warn!(error = %e, "control ack failed");
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "unparseable control message; rejected");
+            let options = BasicRejectOptions { requeue: false };
+            if let Err(e) = delivery.acker.reject(options).await {
+                tracing::warn!(error = %e, "control reject failed");
+            }
+        }
+    }
+}
+
+/// Carries out one order. Returns whether it changed anything.
+pub fn apply(running: &Running, message: &ControlMessage) -> bool {
+    match message {
+        ControlMessage::Cancel { task_id, .. } => {
+            let found = running.cancel(*task_id);
+            if found {
+                tracing::info!(task_id = %task_id, "cancel requested; stopping the task");
+            } else {
+                tracing::debug!(task_id = %task_id, "cancel for a task not running here");
+            }
+            found
+        }
+        ControlMessage::Ping { nonce, .. } => {
+            tracing::info!(nonce = %nonce, "ping from the control queue");
+            false
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! Enrollment: exchange a one-time token for the agent's identity.
+//!
+//! `POST {api}/v1/agents/enroll` with an [`EnrollRequest`]; on success the
+//! [`EnrollResponse`] becomes an [`Identity`] saved in the state directory. A refusal
+//! (4xx) carries the API's [`ApiErrorBody`], whose `message` is shown as is.
+
+use std::path::PathBuf;
+
+use ris_schemas::api::{ApiErrorBody, EnrollRequest, EnrollResponse};
+use ris_schemas::ids::AgentName;
+use ris_schemas::labels::Labels;
+
+use crate::executor::error_chain;
+use crate::identity::{Identity, IdentityError};
+use crate::machine;
+
+/// What `ris-agent enroll` was asked.
+#[derive(Debug, Clone)]
+pub struct EnrollOptions {
+    pub api_url: String,
+    pub token: String,
+    pub name: AgentName,
+    pub labels: Labels,
+    pub capacity: u32,
+    pub state_dir: PathBuf,
+    /// Replace an existing identity.
+    pub force: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EnrollError {
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error("capacity must be at least 1")]
+    ZeroCapacity,
+    #[error("enrollment refused: {message}")]
+    Refused { status: u16, message: String },
+    #[error("the API failed with HTTP {status}: {body}")]
+    Server { status: u16, body: String },
+    #[error("cannot reach the API at {url}: {error}")]
+    Transport { url: String, error: String },
+    #[error("the API answered with an unexpected body: {0}")]
+    BadResponse(String),
+}
+
+/// Enrolls with the API and saves the identity. Refuses to replace an existing identity
+/// unless `force` is set, and checks that before spending the one-time token.
+pub async fn enroll(opts: EnrollOptions) -> Result<(Identity, PathBuf), EnrollError> {
+    if opts.capacity == 0 {
+        return Err(EnrollError::ZeroCapacity);
+    }
+    Identity::check_absent(&opts.state_dir, opts.force)?;
+    let api_url = opts.api_url.trim_end_matches('/').to_owned();
+    let request = EnrollRequest {
+        token: opts.token,
+        name: opts.name,
+        labels: opts.labels.clone(),
+        capacity: opts.capacity,
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        hostname: machine::hostname(),
+    };
+    let enrollment = post_enroll(&api_url, &request).await?;
+    let identity = Identity {
+        api_url,
+        enrollment,
+        capacity: opts.capacity,
+        labels: opts.labels,
+    };
+    let path = identity.save(&opts.state_dir, opts.force)?;
+    Ok((identity, path))
+}
+
+async fn post_enroll(
+    api_url: &str,
+    request: &EnrollRequest,
+) -> Result<EnrollResponse, EnrollError> {
+    let url = format!("{api_url}/v1/agents/enroll");
+    let transport = |e: reqwest::Error| EnrollError::Transport {
+        url: url.clone(),
+        error: error_chain(&e),
+    };
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .map_err(transport)?;
+    let response = client
+        .post(&url)
+        .json(request)
+        .send()
+        .await
+        .map_err(transport)?;
+    let status = response.status();
+    let body = response.bytes().await.map_err(transport)?;
+    if status.is_success() {
+        return serde_json::from_slice(&body).map_err(|e| EnrollError::BadResponse(e.to_string()));
+    }
+    let text = String::from_utf8_lossy(&body).into_owned();
+    if status.is_client_error() {
+        let message = serde_json::from_slice::<ApiErrorBody>(&body)
+            .map(|b| b.message)
+            .unwrap_or_else(|_| format!("HTTP {status}: {text}"));
+        return Err(EnrollError::Refused {
+            status: status.as_u16(),
+            message,
+        });
+    }
+    Err(EnrollError::Server {
+        status: status.as_u16(),
+        body: text,
+    })
+}

@@ -1,0 +1,222 @@
+//! The AMQP supervisor: one connection at a time, rebuilt whenever it is lost.
+//!
+//! Each session: install a publisher, flush the outbox in order, start the task
+//! consumer (prefetch = capacity) and, on its own channel, the control consumer
+//! (prefetch 16). A connection error event, a consumer that ends, or a connection that
+//! is no longer open ends the session; the next one starts after
+//! `connect_with_retry`'s backoff. Running tasks are not touched by any of this.
+//!
+//! Two tokens steer it: `consume_stop` (shutdown asked) stops taking tasks while results
+//! can still be published; `conn_stop` (draining over) closes the connection.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use ris_broker::lapin::{Channel, Connection, Consumer, Event};
+use ris_broker::Publisher;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::agent::Shared;
+use crate::config::broker_config;
+use crate::worker::{self, WorkerEnd};
+
+/// Prefetch of the control consumer.
+const CONTROL_PREFETCH: u16 = 16;
+
+enum SessionEnd {
+    Stopped,
+    Lost(String),
+}
+
+pub async fn supervise(
+    shared: Arc<Shared>,
+    consume_stop: CancellationToken,
+    conn_stop: CancellationToken,
+) {
+    let cfg = broker_config(&shared.identity);
+    let amqp = &shared.identity.enrollment.amqp;
+    let name = format!(
+        "ris-agent {} ({})",
+        shared.identity.enrollment.name, shared.agent_id
+    );
+    loop {
+        let connect = ris_broker::connect_with_retry(
+            &cfg,
+            &amqp.vhost,
+            &amqp.username,
+            &amqp.password,
+            &name,
+            &conn_stop,
+        );
+        let Some(conn) = connect.await else { return };
+        tracing::info!(vhost = %amqp.vhost, "connected to the broker");
+        let end = session(&shared, &conn, &consume_stop, &conn_stop).await;
+        shared.reporter.set_publisher(None);
+        let _ = conn.close(200, "ris-agent session over".into()).await;
+        match end {
+            SessionEnd::Stopped => {
+                tracing::info!("broker connection closed");
+                return;
+            }
+            SessionEnd::Lost(why) => {
+                tracing::warn!(reason = %why, "broker connection lost; reconnecting");
+            }
+        }
+    }
+}
+
+async fn session(
+    shared: &Arc<Shared>,
+    conn: &Connection,
+    consume_stop: &CancellationToken,
+    conn_stop: &CancellationToken,
+) -> SessionEnd {
+    // Listen before anything else so no error event is missed.
+    let mut events = conn.events_listener();
+    let setup_timeout = shared.timings.setup_timeout;
+    match tokio::time::timeout(setup_timeout, Publisher::new(conn)).await {
+        Ok(Ok(publisher)) => shared.reporter.set_publisher(Some(
+            publisher.with_confirm_timeout(shared.timings.publish_timeout),
+        )),
+        Ok(Err(e)) => return SessionEnd::Lost(format!("cannot open the publisher: {e}")),
+        Err(_) => return SessionEnd::Lost("publisher setup timed out".to_owned()),
+    }
+    if let Err(e) = shared.reporter.flush_outbox().await {
+        tracing::error!(error = %e, "cannot read the outbox");
+    }
+    let consumers =
+        tokio::time::timeout(setup_timeout, start_consumers(shared, conn, consume_stop));
+    let (tasks, control) = match consumers.await {
+        Ok(Ok(pair)) => pair,
+        Ok(Err(e)) => return SessionEnd::Lost(e),
+        Err(_) => return SessionEnd::Lost("consumer setup timed out".to_owned()),
+    };
+
+    // The worker runs as its own task so that ending the session never drops it in the
+    // middle of accepting a delivery; it is stopped and awaited instead.
+    let worker_stop = consume_stop.child_token();
+    let (task_channel, mut worker) = match tasks {
+        Some((channel, consumer)) => {
+            let run = worker::consume_tasks(shared.clone(), consumer, worker_stop.clone());
+            (Some(channel), Some(tokio::spawn(run)))
+        }
+        None => (None, None),
+    };
+    let mut worker_running = worker.is_some();
+    let control = worker_control(shared, control);
+    tokio::pin!(control);
+    let mut retry = tokio::time::interval(shared.timings.outbox_retry);
+    retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+    let end = loop {
+        tokio::select! {
+            _ = conn_stop.cancelled() => break SessionEnd::Stopped,
+            event = events.next() => match event {
+                Some(Event::Error(e)) => break SessionEnd::Lost(e.to_string()),
+                Some(_) => {}
+                None => break SessionEnd::Lost("connection event stream ended".to_owned()),
+            },
+            end = join_worker(&mut worker), if worker_running => {
+                worker_running = false;
+                match end {
+                    Some(WorkerEnd::Stopped) => {
+                        if let Some(channel) = &task_channel {
+                            close_task_channel(channel).await;
+                        }
+                    }
+                    Some(WorkerEnd::ConsumerEnded) => break SessionEnd::Lost("task consumer ended".to_owned()),
+                    Some(WorkerEnd::Failed(e)) => break SessionEnd::Lost(format!("task consumer failed: {e}")),
+                    None => break SessionEnd::Lost("task consumer panicked".to_owned()),
+                }
+            },
+            why = &mut control => break SessionEnd::Lost(why),
+            _ = retry.tick() => {
+                if !conn.status().connected() {
+                    break SessionEnd::Lost("connection is no longer open".to_owned());
+                }
+                if shared.reporter.has_pending() {
+                    if let Err(e) = shared.reporter.flush_outbox().await {
+                        tracing::error!(error = %e, "cannot read the outbox");
+                    }
+                }
+            }
+        }
+    };
+    worker_stop.cancel();
+    if let (true, Some(handle)) = (worker_running, worker) {
+        // Bounded by the publish timeout of the delivery being accepted, if any.
+        let _ = handle.await;
+    }
+    end
+}
+
+/// Waits for the worker task; `None` if it panicked.
+async fn join_worker(worker: &mut Option<JoinHandle<WorkerEnd>>) -> Option<WorkerEnd> {
+    match worker.as_mut() {
+        Some(handle) => handle.await.ok(),
+        None => std::future::pending().await,
+    }
+}
+
+/// The control consumer future: runs forever when there is none to run.
+async fn worker_control(shared: &Arc<Shared>, control: (Channel, Consumer)) -> String {
+    let (_channel, consumer) = control;
+    crate::control::consume_control(shared.running.clone(), consumer).await
+}
+
+type Consumers = (Option<(Channel, Consumer)>, (Channel, Consumer));
+
+async fn start_consumers(
+    shared: &Arc<Shared>,
+    conn: &Connection,
+    consume_stop: &CancellationToken,
+) -> Result<Consumers, String> {
+    let amqp = &shared.identity.enrollment.amqp;
+    let id = shared.agent_id;
+    let tasks = if consume_stop.is_cancelled() {
+        None
+    } else {
+        let channel = conn
+            .create_channel()
+            .await
+            .map_err(|e| format!("cannot open the task channel: {e}"))?;
+        let prefetch = u16::try_from(shared.running.capacity()).unwrap_or(u16::MAX);
+        let consumer = ris_broker::consume(
+            &channel,
+            &amqp.queue,
+            &format!("ris-agent.{id}.tasks"),
+            prefetch,
+        )
+        .await
+        .map_err(|e| format!("cannot consume {}: {e}", amqp.queue))?;
+        Some((channel, consumer))
+    };
+    let channel = conn
+        .create_channel()
+        .await
+        .map_err(|e| format!("cannot open the control channel: {e}"))?;
+    let consumer = ris_broker::consume(
+        &channel,
+        &amqp.control_queue,
+        &format!("ris-agent.{id}.ctl"),
+        CONTROL_PREFETCH,
+    )
+    .await
+    .map_err(|e| format!("cannot consume {}: {e}", amqp.control_queue))?;
+    if tasks.is_some() {
+        tracing::info!(queue = %amqp.queue, prefetch = shared.running.capacity(), "consuming tasks");
+    }
+    Ok((tasks, (channel, consumer)))
+}
+
+/// Closing the channel hands unacked (not yet accepted) deliveries back to the queue.
+async fn close_task_channel(channel: &Channel) {
+    match channel
+        .close(200, "ris-agent stopped taking tasks".into())
+        .await
+    {
+        Ok(()) => tracing::info!("stopped consuming tasks"),
+        Err(e) => tracing::debug!(error = %e, "closing the task channel failed"),
+    }
+}

@@ -1,0 +1,264 @@
+//! The task consumer: turns deliveries on `ris.agent.<id>` into running tasks.
+//!
+//! For each valid assignment: journal it, publish `executing` and wait for the confirm,
+//! then ack. From then on the task does not hold its delivery (RabbitMQ's consumer
+//! timeout would kill a long one); the heartbeat is its lease. The task runs spawned,
+//! up to `capacity` at once, and its `finished` report is published or outboxed.
+//! Anything that cannot be parsed, or is meant for another agent, is rejected without
+//! requeue (the queue dead-letters it to `ris.dead`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use futures::StreamExt;
+use ris_broker::lapin::message::Delivery;
+use ris_broker::lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
+use ris_broker::lapin::Consumer;
+use ris_schemas::messages::{AgentMessage, Assignment, Executing, Finished, ResultMessage};
+use ris_schemas::task::Outcome;
+use ris_schemas::version::V1;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::agent::Shared;
+use crate::executor::{reason, Limits};
+use crate::journal::JournalEntry;
+use crate::report::Delivered;
+use crate::running::RunningGuard;
+
+/// Why the consumer loop ended.
+#[derive(Debug)]
+pub enum WorkerEnd {
+    /// Asked to stop (shutdown or session end).
+    Stopped,
+    /// The broker cancelled the consumer or the channel closed.
+    ConsumerEnded,
+    Failed(String),
+}
+
+/// Consumes the task queue until `stop` fires or the consumer ends. A delivery being
+/// handled is always finished (journal, report, ack) before the loop looks at `stop`.
+pub async fn consume_tasks(
+    shared: Arc<Shared>,
+    mut consumer: Consumer,
+    stop: CancellationToken,
+) -> WorkerEnd {
+    loop {
+        // Counts as a task of the tracker while a delivery may be taken and accepted, so
+        // a shutdown drain cannot finish between an accept and the spawn of its run.
+        let _accepting = shared.tracker.token();
+        let next = tokio::select! {
+            biased;
+            _ = stop.cancelled() => return WorkerEnd::Stopped,
+            next = consumer.next() => next,
+        };
+        match next {
+            None => return WorkerEnd::ConsumerEnded,
+            Some(Err(e)) => return WorkerEnd::Failed(e.to_string()),
+            Some(Ok(delivery)) => handle(&shared, delivery, &stop).await,
+        }
+    }
+}
+
+async fn handle(shared: &Arc<Shared>, delivery: Delivery, stop: &CancellationToken) {
+    let assignment = match serde_json::from_slice::<AgentMessage>(&delivery.data) {
+        Ok(AgentMessage::Assign(a)) => a,
+        Err(e) => {
+            tracing::warn!(error = %e, bytes = delivery.data.len(), "unparseable task message; rejected");
+            reject(&delivery).await;
+            return;
+        }
+    };
+    if assignment.agent_id != shared.agent_id {
+        tracing::warn!(
+            task_id = %assignment.task_id,
+            addressed_to = %assignment.agent_id,
+            "assignment for another agent; rejected"
+        );
+        reject(&delivery).await;
+        return;
+    }
+    accept(shared, delivery, assignment, stop).await;
+}
+
+#[tracing::instrument(skip_all, fields(task_id = %a.task_id, attempt = a.attempt, agent_id = %shared.agent_id))]
+async fn accept(shared: &Arc<Shared>, delivery: Delivery, a: Assignment, stop: &CancellationToken) {
+    if shared.journal.contains(a.task_id, a.attempt) {
+        tracing::info!("redelivery of an accepted attempt; acked, not run again");
+        ack(&delivery).await;
+        return;
+    }
+    let permit = tokio::select! {
+        permit = shared.running.acquire_slot() => permit,
+        // Not acked: closing the channel puts it back in the queue.
+        _ = stop.cancelled() => return,
+    };
+    let Some(permit) = permit else { return };
+    let guard = shared.running.register(a.task_id);
+    let entry = JournalEntry {
+        assignment: a,
+        started_at: Utc::now(),
+    };
+    let a = &entry.assignment;
+    if let Err(e) = shared.journal.record(&entry).await {
+        tracing::error!(error = %e, "cannot journal the task; requeued");
+        // Give a full disk a moment instead of spinning on redeliveries.
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.cancelled() => {}
+        }
+        requeue(&delivery).await;
+        return;
+    }
+    let executing = ResultMessage::Executing(Executing {
+        v: V1,
+        task_id: a.task_id,
+        attempt: a.attempt,
+        agent_id: shared.agent_id,
+        started_at: entry.started_at,
+    });
+    if let Err(e) = shared.reporter.publish(&executing).await {
+        tracing::warn!(error = %e, "cannot report executing; requeued, not started");
+        if let Err(e) = shared.journal.forget(a.task_id, a.attempt).await {
+            tracing::error!(error = %e, "cannot remove the journal entry");
+        }
+        requeue(&delivery).await;
+        return;
+    }
+    // A lost ack means a redelivery, which the journal recognises.
+    ack(&delivery).await;
+    tracing::info!(
+        kind = a.task.kind(),
+        timeout_secs = a.timeout_secs,
+        "task started"
+    );
+    let run = run_task(shared.clone(), entry, guard, permit);
+    shared.tracker.spawn(run.in_current_span());
+}
+
+/// Runs the task and reports its end; the slot and the registration are held until the
+/// result is safe.
+async fn run_task(
+    shared: Arc<Shared>,
+    entry: JournalEntry,
+    guard: RunningGuard,
+    permit: OwnedSemaphorePermit,
+) {
+    let a = &entry.assignment;
+    let mut result = shared
+        .executors
+        .run(&a.task, Limits::of(a), guard.token())
+        .await;
+    if result.outcome == Outcome::Cancelled && shared.running.killed() {
+        result.outcome = Outcome::Failed;
+        result.reason = Some(reason::AGENT_SHUTDOWN.to_owned());
+        result.error = Some("the agent stopped before the task finished".to_owned());
+    }
+    tracing::info!(
+        outcome = ?result.outcome,
+        reason = result.reason.as_deref().unwrap_or(""),
+        duration_ms = result.duration_ms,
+        "task finished"
+    );
+    let finished = ResultMessage::Finished(Finished {
+        v: V1,
+        task_id: a.task_id,
+        attempt: a.attempt,
+        agent_id: shared.agent_id,
+        started_at: entry.started_at,
+        finished_at: Utc::now(),
+        result,
+    });
+    finish(&shared, &finished, a.task_id, a.attempt).await;
+    drop(guard);
+    drop(permit);
+}
+
+/// Publishes or outboxes a `finished` report, then closes the journal entry. If even the
+/// outbox fails the entry stays, and the next start reports it as `agent_restarted`.
+async fn finish(
+    shared: &Shared,
+    finished: &ResultMessage,
+    task_id: ris_schemas::ids::TaskId,
+    attempt: u32,
+) {
+    match shared.reporter.deliver(finished).await {
+        Ok(Delivered::Published | Delivered::Outboxed(_)) => {
+            if let Err(e) = shared.journal.complete(task_id, attempt).await {
+                tracing::error!(error = %e, "cannot close the journal entry");
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "result neither published nor outboxed"),
+    }
+}
+
+/// Startup: journal entries left by a previous run are tasks the agent died running.
+/// Each is reported (through the outbox) as failed with reason `agent_restarted`.
+pub async fn recover_unfinished(shared: &Shared) -> usize {
+    let entries = match shared.journal.unfinished() {
+        Ok(entries) => entries,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the journal");
+            return 0;
+        }
+    };
+    let count = entries.len();
+    for entry in entries {
+        let a = &entry.assignment;
+        tracing::warn!(task_id = %a.task_id, attempt = a.attempt, "task was running when the agent stopped; reporting it failed");
+        let now = Utc::now();
+        let finished = ResultMessage::Finished(Finished {
+            v: V1,
+            task_id: a.task_id,
+            attempt: a.attempt,
+            agent_id: shared.agent_id,
+            started_at: entry.started_at,
+            finished_at: now,
+            result: ris_schemas::task::TaskResult {
+                outcome: Outcome::Failed,
+                reason: Some(reason::AGENT_RESTARTED.to_owned()),
+                error: Some("the agent restarted while the task was running".to_owned()),
+                duration_ms: u64::try_from((now - entry.started_at).num_milliseconds())
+                    .unwrap_or(0),
+                output: ris_schemas::task::TaskOutput::None,
+            },
+        });
+        match shared.reporter.defer(&finished).await {
+            Ok(_) => {
+                if let Err(e) = shared.journal.complete(a.task_id, a.attempt).await {
+                    tracing::error!(error = %e, "cannot close the journal entry");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot outbox the agent_restarted report"),
+        }
+    }
+    count
+}
+
+async fn ack(delivery: &Delivery) {
+    if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
+        tracing::warn!(error = %e, "ack failed");
+    }
+}
+
+async fn reject(delivery: &Delivery) {
+    if let Err(e) = delivery
+        .acker
+        .reject(BasicRejectOptions { requeue: false })
+        .await
+    {
+        tracing::warn!(error = %e, "reject failed");
+    }
+}
+
+async fn requeue(delivery: &Delivery) {
+    let options = BasicNackOptions {
+        multiple: false,
+        requeue: true,
+    };
+    if let Err(e) = delivery.acker.nack(options).await {
+        tracing::debug!(error = %e, "requeue failed (the channel is likely gone)");
+    }
+}

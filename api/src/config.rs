@@ -1,0 +1,48 @@
+//! API configuration.
+//!
+//! Read from the TOML file named by `RIS_CONFIG` (optional), then overridden by `RIS_*`
+//! environment variables, nested keys separated by `__`: `RIS_LISTEN=0.0.0.0:8080`,
+//! `RIS_BROKER__AMQP_URL=amqp://rabbit:5672`. The defaults work on a developer machine
+//! with the services on localhost.
+
+use std::net::SocketAddr;
+
+use ris_broker::BrokerConfig;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// Address the HTTP server binds.
+    pub listen: SocketAddr,
+    pub database_url: String,
+    /// Connections in the PostgreSQL pool.
+    pub database_max_connections: u32,
+    pub redis_url: String,
+    /// Prefix of every Redis key, so deployments (or test runs) can share a Redis.
+    pub redis_prefix: String,
+    pub broker: BrokerConfig,
+    /// Key of the platform administrator, sent as `Authorization: Bearer`. Without it no
+    /// one can create tenants. Keep it out of files in production (`RIS_BOOTSTRAP_ADMIN_KEY`).
+    pub bootstrap_admin_key: Option<String>,
+    /// Seconds between agent heartbeats (told to agents at enrollment).
+    pub heartbeat_interval_secs: u32,
+    /// Seconds without a heartbeat after which an agent counts as offline.
+    pub presence_ttl_secs: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            database_url: "postgres://postgres@127.0.0.1:5432/ris".into(),
+            database_max_connections: 16,
+            redis_url: "redis://127.0.0.1:6379".into(),
+            redis_prefix: "ris".into(),
+            broker: BrokerConfig::default(),
+            bootstrap_admin_key: None,
+            heartbeat_interval_secs: 5,
+            presence_ttl_secs: 15,
+        }
+    }
+}

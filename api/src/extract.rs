@@ -1,0 +1,122 @@
+//! Extractors that turn bad input into a 400 naming the field.
+//!
+//! axum's own `Json` rejects with plain text; [`ValidJson`] parses with
+//! `serde_path_to_error`, so `{"task": {"argv": 3}}` yields `field: "task.argv"`.
+//! Newtypes in `ris-schemas` validate during deserialization, so a handler that gets a
+//! `ValidJson<T>` holds a valid `T`.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::{header, StatusCode};
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+
+/// A JSON body, fully validated.
+pub struct ValidJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ValidJson<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let json_content = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_none_or(|ct| ct.starts_with("application/json") || ct.contains("+json"));
+        if !json_content {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "expected a JSON body (Content-Type: application/json)",
+            ));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            ApiError::new(StatusCode::BAD_REQUEST, "unreadable_body", e.body_text())
+        })?;
+        parse_json(&bytes).map(ValidJson)
+    }
+}
+
+/// Parses `bytes` as `T`, naming the offending field on error.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            return ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "malformed_json",
+                format!("request body is not valid JSON: {inner}"),
+            );
+        }
+        let message = strip_position(&inner.to_string());
+        // Types that parse their content by hand report the inner field in the message.
+        let (path, message) = match ris_schemas::task::split_nested(&message) {
+            Some((inner_path, msg)) if path == "." => (inner_path.to_owned(), msg.to_owned()),
+            Some((inner_path, msg)) => (format!("{path}.{inner_path}"), msg.to_owned()),
+            None => (path, message),
+        };
+        let error = ApiError::new(StatusCode::BAD_REQUEST, "invalid_field", message);
+        if path == "." {
+            error
+        } else {
+            error.with_field(path)
+        }
+    })
+}
+
+/// serde_json appends " at line 1 column 42"; the field path says more.
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(idx) => message[..idx].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+/// Parses a path or query parameter, naming it on error.
+pub fn parse_param<T: std::str::FromStr>(name: &str, raw: &str) -> Result<T, ApiError>
+where
+    T::Err: std::fmt::Display,
+{
+    raw.parse()
+        .map_err(|e| ApiError::invalid(name, format!("`{name}` is invalid: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ris_schemas::task::TaskRequest;
+
+    #[test]
+    fn names_the_nested_field() {
+        let err = parse_json::<TaskRequest>(
+            br#"{"target":{"selector":"a=b"},"task":{"kind":"shell","argv":3}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(err.status, StatusCode::BAD_REQUEST);
+        assert_eq!(err.field.as_deref(), Some("task.argv"), "{err:?}");
+    }
+
+    #[test]
+    fn malformed_json() {
+        let err = parse_json::<TaskRequest>(b"{nope").unwrap_err();
+        assert_eq!(err.code, "malformed_json");
+    }
+
+    #[test]
+    fn unknown_kind_and_missing_field() {
+        let err =
+            parse_json::<TaskRequest>(br#"{"target":{"selector":"a=b"},"task":{"kind":"ftp"}}"#)
+                .unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("task.kind"), "{err:?}");
+        assert!(err.message.contains("ftp"), "{err:?}");
+        let err = parse_json::<TaskRequest>(br#"{"task":{"kind":"noop"}}"#).unwrap_err();
+        assert!(err.message.contains("target"), "{err:?}");
+    }
+}

@@ -1,0 +1,25 @@
+//! One module per resource, each with its own `router()`.
+
+pub mod agents;
+pub mod api_keys;
+pub mod enrollment;
+pub mod health;
+pub mod heartbeat;
+pub mod tasks;
+pub mod tenants;
+
+use axum::Router;
+
+use crate::state::AppState;
+
+/// Every route of the API.
+pub fn router() -> Router<AppState> {
+    let v1 = Router::new()
+        .merge(tenants::router())
+        .merge(api_keys::router())
+        .merge(enrollment::router())
+        .merge(agents::router())
+        .merge(heartbeat::router())
+        .merge(tasks::router());
+    Router::new().nest("/v1", v1).merge(health::router())
+}

@@ -1,0 +1,258 @@
+//! Tasks: `POST /v1/tasks`, `GET /v1/tasks`, `GET /v1/tasks/{id}`,
+//! `GET /v1/tasks/{id}/events`.
+//!
+//! A submission is written to PostgreSQL as `queued` before the 202 returns, so it is
+//! readable at once and survives anything that happens next. It is then published to
+//! the tenant's `ris.submit` queue, the fast path to a dispatcher. If that publish fails
+//! the task is not lost: dispatchers also sweep PostgreSQL for unplaced tasks.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use ris_broker::{PublishOptions, SUBMIT_EXCHANGE};
+use ris_schemas::api::{Page, TaskAccepted, TaskEventView, TaskView};
+use ris_schemas::ids::{AgentId, TaskId};
+use ris_schemas::messages::{Submit, SubmitMessage};
+use ris_schemas::task::{Target, TaskRequest, TaskState};
+use ris_schemas::version::V1;
+use ris_store::{Cursor, Inserted, TaskEventRecord, TaskFilter, TaskRecord, TenantCtx};
+use serde::Deserialize;
+
+use crate::auth::TenantCaller;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{parse_param, ValidJson};
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/tasks", post(submit).get(list))
+        .route("/tasks/{id}", get(show))
+        .route("/tasks/{id}/events", get(events))
+}
+
+pub fn task_view(t: TaskRecord) -> TaskView {
+    TaskView {
+        id: t.id,
+        state: t.state,
+        metadata: t.request.metadata.clone(),
+        request: t.request,
+        attempts: t.attempts,
+        agent_id: t.agent_id,
+        reason: t.reason,
+        result: t.result,
+        created_at: t.created_at,
+        updated_at: t.updated_at,
+    }
+}
+
+fn event_view(e: TaskEventRecord) -> TaskEventView {
+    TaskEventView {
+        seq: e.seq,
+        state: e.state,
+        attempt: e.attempt,
+        agent_id: e.agent_id,
+        reason: e.reason,
+        detail: e.detail,
+        at: e.at,
+    }
+}
+
+fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
+    let Some(raw) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let invalid = || {
+        ApiError::invalid(
+            "Idempotency-Key",
+            "`Idempotency-Key` must be 1 to 255 visible ASCII characters",
+        )
+    };
+    let key = raw.to_str().map_err(|_| invalid())?;
+    if key.is_empty() || key.len() > 255 || !key.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(invalid());
+    }
+    Ok(Some(key.to_owned()))
+}
+
+#[tracing::instrument(skip_all, fields(tenant = %caller.tenant.name, task_id))]
+async fn submit(
+    State(state): State<AppState>,
+    caller: TenantCaller,
+    headers: HeaderMap,
+    ValidJson(request): ValidJson<TaskRequest>,
+) -> ApiResult<(StatusCode, HeaderMap, Json<TaskAccepted>)> {
+    let key = idempotency_key(&headers)?;
+    let tenant = &caller.tenant;
+    if let Target::Agent(agent_id) = &request.target {
+        if state.store.get_agent(tenant, *agent_id).await?.is_none() {
+            return Err(
+                ApiError::new(StatusCode::NOT_FOUND, "agent_not_found", "agent not found")
+                    .with_field("target.agent_id"),
+            );
+        }
+    }
+    let id = TaskId::new();
+    let task = match state
+        .store
+        .insert_task(tenant, id, &request, key.as_deref())
+        .await?
+    {
+        Inserted::New(task) => {
+            metrics::counter!("ris_tasks_submitted_total", "kind" => request.task.kind())
+                .increment(1);
+            publish_submission(&state, tenant, task.id, &request).await;
+            task
+        }
+        Inserted::Existing(task) => task,
+    };
+    tracing::Span::current().record("task_id", tracing::field::display(task.id));
+    let mut out = HeaderMap::new();
+    if let Ok(location) = HeaderValue::from_str(&format!("/v1/tasks/{}", task.id)) {
+        out.insert(header::LOCATION, location);
+    }
+    Ok((
+        StatusCode::ACCEPTED,
+        out,
+        Json(TaskAccepted {
+            id: task.id,
+            state: task.state,
+        }),
+    ))
+}
+
+/// Hands the task to a dispatcher through `ris.submit`. Failure is logged, not returned:
+/// the task is already durable and the dispatchers' sweep will place it.
+async fn publish_submission(
+    state: &AppState,
+    tenant: &TenantCtx,
+    id: TaskId,
+    request: &TaskRequest,
+) {
+    let message = SubmitMessage::Submit(Submit {
+        v: V1,
+        task_id: id,
+        request: request.clone(),
+    });
+    let opts = PublishOptions {
+        message_id: Some(id.to_string()),
+        ..PublishOptions::default()
+    };
+    let result = match state.brokers.publisher(&tenant.name).await {
+        Ok(publisher) => {
+            publisher
+                .publish_json(SUBMIT_EXCHANGE, "", &message, opts)
+                .await
+        }
+        Err(err) => Err(err),
+    };
+    if let Err(err) = result {
+        metrics::counter!("ris_submit_publish_failures_total").increment(1);
+        tracing::warn!(error = %err, "submission not published; the placement sweep will pick it up");
+        state.brokers.forget(&tenant.name).await;
+    }
+}
+
+async fn show(
+    State(state): State<AppState>,
+    caller: TenantCaller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<TaskView>> {
+    let id: TaskId = parse_param("id", &id)?;
+    let task = state
+        .store
+        .get_task(&caller.tenant, id)
+        .await?
+        .ok_or(ApiError::not_found("task"))?;
+    Ok(Json(task_view(task)))
+}
+
+#[derive(Debug, Deserialize)]
+struct ListParams {
+    state: Option<String>,
+    agent_id: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+const DEFAULT_PAGE: i64 = 50;
+const MAX_PAGE: i64 = 200;
+
+async fn list(
+    State(state): State<AppState>,
+    caller: TenantCaller,
+    Query(params): Query<ListParams>,
+) -> ApiResult<Json<Page<TaskView>>> {
+    let filter = TaskFilter {
+        state: params
+            .state
+            .as_deref()
+            .map(|s| {
+                TaskState::parse(s)
+                    .ok_or_else(|| ApiError::invalid("state", format!("unknown state `{s}`")))
+            })
+            .transpose()?,
+        agent_id: params
+            .agent_id
+            .as_deref()
+            .map(|s| parse_param::<AgentId>("agent_id", s))
+            .transpose()?,
+    };
+    let limit = match params.limit.as_deref() {
+        None => DEFAULT_PAGE,
+        Some(raw) => match raw.parse::<i64>() {
+            Ok(n) if (1..=MAX_PAGE).contains(&n) => n,
+            _ => {
+                return Err(ApiError::invalid(
+                    "limit",
+                    format!("`limit` must be between 1 and {MAX_PAGE}"),
+                ))
+            }
+        },
+    };
+    let cursor = params
+        .cursor
+        .as_deref()
+        .map(|c| {
+            Cursor::decode(c)
+                .ok_or_else(|| ApiError::invalid("cursor", "`cursor` is not one this API issued"))
+        })
+        .transpose()?;
+    // One extra row tells whether there is a next page.
+    let mut tasks = state
+        .store
+        .list_tasks(&caller.tenant, &filter, limit + 1, cursor.as_ref())
+        .await?;
+    let next_cursor = if tasks.len() as i64 > limit {
+        tasks.truncate(limit as usize);
+        tasks.last().map(|t| {
+            Cursor {
+                created_at: t.created_at,
+                id: t.id,
+            }
+            .encode()
+        })
+    } else {
+        None
+    };
+    Ok(Json(Page {
+        items: tasks.into_iter().map(task_view).collect(),
+        next_cursor,
+    }))
+}
+
+async fn events(
+    State(state): State<AppState>,
+    caller: TenantCaller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Page<TaskEventView>>> {
+    let id: TaskId = parse_param("id", &id)?;
+    if state.store.get_task(&caller.tenant, id).await?.is_none() {
+        return Err(ApiError::not_found("task"));
+    }
+    let events = state.store.task_events(&caller.tenant, id).await?;
+    Ok(Json(Page {
+        items: events.into_iter().map(event_view).collect(),
+        next_cursor: None,
+    }))
+}

@@ -1,0 +1,86 @@
+//! Handles shared by every request.
+
+use std::collections::HashMap;
+use std::ops::Deref;
+use std::sync::Arc;
+
+use ris_broker::{BrokerConfig, BrokerError, Management, Publisher};
+use ris_presence::Presence;
+use ris_schemas::ids::TenantName;
+use ris_store::DynStore;
+use tokio::sync::Mutex;
+
+use crate::config::Config;
+
+/// Cheap to clone; everything lives behind one `Arc`.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    pub config: Config,
+    pub store: DynStore,
+    pub presence: Presence,
+    pub management: Management,
+    pub brokers: TenantBrokers,
+}
+
+impl AppState {
+    pub fn new(inner: Inner) -> Self {
+        Self(Arc::new(inner))
+    }
+}
+
+impl Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+/// One AMQP connection per tenant vhost (a connection is bound to one vhost), opened
+/// lazily on first use and replaced when it breaks.
+pub struct TenantBrokers {
+    config: BrokerConfig,
+    connections: Mutex<HashMap<TenantName, (lapin::Connection, Publisher)>>,
+}
+
+use ris_broker::lapin;
+
+impl TenantBrokers {
+    pub fn new(config: BrokerConfig) -> Self {
+        Self {
+            config,
+            connections: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A confirm-mode publisher on the tenant's vhost.
+    pub async fn publisher(&self, tenant: &TenantName) -> Result<Publisher, BrokerError> {
+        let mut connections = self.connections.lock().await;
+        if let Some((conn, publisher)) = connections.get(tenant) {
+            if conn.status().connected() && publisher.is_open() {
+                return Ok(publisher.clone());
+            }
+        }
+        let name = format!("ris-api {tenant}");
+        let conn = ris_broker::connect_admin(&self.config, &tenant.vhost(), &name).await?;
+        let publisher = Publisher::new(&conn).await?;
+        connections.insert(tenant.clone(), (conn, publisher.clone()));
+        Ok(publisher)
+    }
+
+    /// Drops the tenant's connection (after an error, or when the tenant is deleted).
+    pub async fn forget(&self, tenant: &TenantName) {
+        if let Some((conn, _)) = self.connections.lock().await.remove(tenant) {
+            // The connection is gone either way; a close error says nothing useful.
+            drop(conn.close(200, "tenant connection released".into()).await);
+        }
+    }
+
+    pub async fn close_all(&self) {
+        let drained: Vec<_> = self.connections.lock().await.drain().collect();
+        for (_, (conn, _)) in drained {
+            drop(conn.close(200, "shutting down".into()).await);
+        }
+    }
+}

@@ -1,0 +1,37 @@
+//! Task events on `ris.events` (topic exchange, routing key `task.<state>`).
+//!
+//! The `task_events` table is the record; the exchange is a notification. An event that
+//! cannot be published is logged and counted, never retried at the cost of task
+//! processing.
+
+use ris_broker::{PublishOptions, Publisher, EVENTS_EXCHANGE};
+use ris_schemas::event::{Event, TaskEventData};
+use ris_schemas::ids::TenantName;
+use ris_store::TaskRecord;
+
+/// Announces the task's current state.
+pub async fn task_changed(publisher: &Publisher, tenant: &TenantName, task: &TaskRecord) {
+    let event = Event::task(
+        tenant.as_str(),
+        TaskEventData {
+            task_id: task.id,
+            state: task.state,
+            attempt: task.attempts,
+            agent_id: task.agent_id,
+            reason: task.reason.clone(),
+        },
+    );
+    let opts = PublishOptions {
+        message_id: Some(event.id.to_string()),
+        mandatory: Some(false),
+        ..PublishOptions::default()
+    };
+    metrics::counter!("ris_task_transitions_total", "state" => task.state.as_str()).increment(1);
+    if let Err(err) = publisher
+        .publish_json(EVENTS_EXCHANGE, &event.kind, &event, opts)
+        .await
+    {
+        metrics::counter!("ris_event_publish_failures_total").increment(1);
+        tracing::warn!(task_id = %task.id, error = %err, "event not published");
+    }
+}

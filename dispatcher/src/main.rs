@@ -1,0 +1,14 @@
+//! `ris-dispatcher`: parse configuration, set up telemetry, run until SIGTERM or SIGINT.
+
+use anyhow::Context;
+use ris_dispatcher::{app::App, config::Config};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    ris_runtime::init_tracing();
+    let config = ris_runtime::load_config::<Config>().context("reading configuration")?;
+    let app = App::build(config)
+        .await
+        .context("starting the dispatcher")?;
+    app.run(ris_runtime::shutdown_token()).await
+}

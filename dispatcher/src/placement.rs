@@ -1,0 +1,294 @@
+//! Placement: which agent runs a task, and handing it over.
+//!
+//! Candidates are the tenant's agents that match the target and are online (a presence
+//! key in Redis). Load is `running / capacity`, where `running` is the larger of what the
+//! agent last reported and what dispatchers have placed on it since (in-flight set in
+//! Redis), so a burst of placements between two heartbeats still spreads out. Lowest
+//! load wins; ties are broken at random.
+//!
+//! The placement is recorded first (`routing`, attempt n+1) and published second. If the
+//! publish fails, the task goes back to `queued`; if the dispatcher dies in between,
+//! the task is `routing` with no message — recovering those is the reliability sweep's
+//! job (see docs/architecture.md).
+
+use std::cmp::Ordering;
+
+use chrono::{Duration, Utc};
+use rand::seq::SliceRandom;
+use ris_broker::{names, PublishOptions, Publisher, AGENTS_EXCHANGE};
+use ris_schemas::ids::AgentId;
+use ris_schemas::messages::{AgentMessage, Assignment};
+use ris_schemas::task::{Target, TaskState};
+use ris_schemas::version::V1;
+use ris_store::{AgentRecord, TaskRecord, TenantCtx, Transition, TransitionOutcome};
+
+use crate::context::Context;
+use crate::events;
+use crate::retry::{until_ok, Stop};
+
+/// An online agent that could take the task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Candidate {
+    pub agent: AgentId,
+    pub running: u32,
+    pub capacity: u32,
+}
+
+impl Candidate {
+    /// Compares loads `a.running/a.capacity` and `b.running/b.capacity` exactly.
+    fn load_cmp(&self, other: &Candidate) -> Ordering {
+        let a = u64::from(self.running) * u64::from(other.capacity.max(1));
+        let b = u64::from(other.running) * u64::from(self.capacity.max(1));
+        a.cmp(&b)
+    }
+}
+
+/// The least-loaded candidate; among equals, one at random.
+pub fn choose(candidates: &[Candidate]) -> Option<AgentId> {
+    let least = candidates.iter().min_by(|a, b| a.load_cmp(b))?;
+    let ties: Vec<&Candidate> = candidates
+        .iter()
+        .filter(|c| c.load_cmp(least) == Ordering::Equal)
+        .collect();
+    ties.choose(&mut rand::thread_rng()).map(|c| c.agent)
+}
+
+/// What became of a placement attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placed {
+    /// Handed to the agent.
+    Assigned { agent: AgentId, attempt: u32 },
+    /// No online agent matches now; the task stays `queued` and the sweeper retries.
+    NoAgent,
+    /// Another dispatcher got there first, or the task is no longer waiting.
+    NotWaiting,
+    /// The task can never be placed (its agent does not exist) and has failed.
+    Failed,
+    /// The assignment could not be published; the task is `queued` again.
+    PublishFailed,
+    /// Shutting down.
+    Interrupted,
+    /// A dependency failed in a way retrying cannot fix (logged); the task stays where it
+    /// was and a later sweep tries again.
+    Error,
+}
+
+fn stopped<E>(stop: Stop<E>) -> Placed {
+    match stop {
+        Stop::Shutdown => Placed::Interrupted,
+        Stop::Failed(_) => Placed::Error,
+    }
+}
+
+/// Places `task` (which should be `queued`) on an agent.
+#[tracing::instrument(skip_all, fields(tenant = %tenant.name, task_id = %task.id, agent_id))]
+pub async fn place(
+    ctx: &Context,
+    tenant: &TenantCtx,
+    publisher: &Publisher,
+    task: TaskRecord,
+) -> Placed {
+    if task.state != TaskState::Queued {
+        return Placed::NotWaiting;
+    }
+    let agents = match until_ok("list_agents", &ctx.shutdown, || {
+        targets(ctx, tenant, &task.request.target)
+    })
+    .await
+    {
+        Ok(agents) => agents,
+        Err(stop) => return stopped(stop),
+    };
+    if agents.is_empty() {
+        if let Target::Agent(id) = task.request.target {
+            return fail_unknown_agent(ctx, tenant, publisher, &task, id).await;
+        }
+        return Placed::NoAgent;
+    }
+    let candidates = match until_ok("presence", &ctx.shutdown, || {
+        candidates(ctx, tenant, &agents)
+    })
+    .await
+    {
+        Ok(c) => c,
+        Err(stop) => return stopped(stop),
+    };
+    let Some(agent) = choose(&candidates) else {
+        return Placed::NoAgent;
+    };
+    tracing::Span::current().record("agent_id", tracing::field::display(agent));
+    let task = match until_ok("begin_attempt", &ctx.shutdown, || {
+        ctx.store.begin_attempt(tenant, task.id, agent)
+    })
+    .await
+    {
+        Ok(TransitionOutcome::Applied(task)) => task,
+        Ok(_) => return Placed::NotWaiting,
+        Err(stop) => return stopped(stop),
+    };
+    assign(ctx, tenant, publisher, task, agent).await
+}
+
+async fn targets(
+    ctx: &Context,
+    tenant: &TenantCtx,
+    target: &Target,
+) -> Result<Vec<AgentRecord>, ris_store::StoreError> {
+    match target {
+        Target::Agent(id) => Ok(ctx
+            .store
+            .get_agent(tenant, *id)
+            .await?
+            .into_iter()
+            .collect()),
+        Target::Selector(selector) => {
+            let mut agents = ctx.store.list_agents(tenant).await?;
+            agents.retain(|a| selector.matches(&a.labels));
+            Ok(agents)
+        }
+    }
+}
+
+async fn candidates(
+    ctx: &Context,
+    tenant: &TenantCtx,
+    agents: &[AgentRecord],
+) -> Result<Vec<Candidate>, ris_presence::PresenceError> {
+    let ids: Vec<AgentId> = agents.iter().map(|a| a.id).collect();
+    let presence = ctx.presence.get_many(&tenant.name, &ids).await?;
+    let inflight = ctx.presence.inflight_counts(&tenant.name, &ids).await?;
+    Ok(ids
+        .into_iter()
+        .zip(presence)
+        .zip(inflight)
+        .filter_map(|((agent, presence), inflight)| {
+            let frame = presence?.frame;
+            Some(Candidate {
+                agent,
+                running: frame.running.max(inflight),
+                capacity: frame.capacity.max(1),
+            })
+        })
+        .collect())
+}
+
+/// Publishes the assignment for the attempt just recorded.
+async fn assign(
+    ctx: &Context,
+    tenant: &TenantCtx,
+    publisher: &Publisher,
+    task: TaskRecord,
+    agent: AgentId,
+) -> Placed {
+    let attempt = task.attempts;
+    let request = &task.request;
+    let message = AgentMessage::Assign(Assignment {
+        v: V1,
+        task_id: task.id,
+        attempt,
+        agent_id: agent,
+        task: request.task.clone(),
+        timeout_secs: request.timeout_secs.secs(),
+        output_cap_bytes: request.output_cap_bytes.bytes() as u32,
+        assigned_at: Utc::now(),
+    });
+    let opts = PublishOptions {
+        message_id: Some(format!("{}.{attempt}", task.id)),
+        ..PublishOptions::default()
+    };
+    if let Err(err) = publisher
+        .publish_json(AGENTS_EXCHANGE, &agent.to_string(), &message, opts)
+        .await
+    {
+        tracing::warn!(error = %err, queue = %names::agent_queue(agent), "assignment not published; requeueing");
+        let retry_in = std::time::Duration::from_secs(1);
+        if let Ok(TransitionOutcome::Applied(task)) =
+            until_ok("requeue_task", &ctx.shutdown, || {
+                ctx.store
+                    .requeue_task(tenant, task.id, "publish_failed", retry_in)
+            })
+            .await
+        {
+            events::task_changed(publisher, &tenant.name, &task).await;
+        }
+        return Placed::PublishFailed;
+    }
+    // Counts against the agent until the task could no longer be running.
+    let expires = Utc::now() + Duration::seconds(i64::from(request.timeout_secs.secs()) + 60);
+    if let Err(err) = ctx
+        .presence
+        .inflight_add(&tenant.name, agent, task.id, expires)
+        .await
+    {
+        tracing::warn!(error = %err, "in-flight count not recorded");
+    }
+    events::task_changed(publisher, &tenant.name, &task).await;
+    tracing::debug!(attempt, "task assigned");
+    Placed::Assigned { agent, attempt }
+}
+
+async fn fail_unknown_agent(
+    ctx: &Context,
+    tenant: &TenantCtx,
+    publisher: &Publisher,
+    task: &TaskRecord,
+    agent: AgentId,
+) -> Placed {
+    let transition = || {
+        ctx.store.transition_task(
+            tenant,
+            task.id,
+            Transition {
+                to: TaskState::Failed,
+                attempt: None,
+                agent_id: None,
+                reason: Some("unknown_agent".into()),
+                detail: serde_json::json!({ "agent_id": agent }),
+            },
+        )
+    };
+    match until_ok("transition_task", &ctx.shutdown, transition).await {
+        Ok(TransitionOutcome::Applied(task)) => {
+            events::task_changed(publisher, &tenant.name, &task).await;
+            Placed::Failed
+        }
+        Ok(_) => Placed::NotWaiting,
+        Err(stop) => stopped(stop),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cand(running: u32, capacity: u32) -> Candidate {
+        Candidate {
+            agent: AgentId::new(),
+            running,
+            capacity,
+        }
+    }
+
+    #[test]
+    fn picks_lowest_ratio() {
+        let busy = cand(1, 1);
+        let half = cand(2, 4);
+        let idle = cand(0, 1);
+        assert_eq!(choose(&[busy, half, idle]), Some(idle.agent));
+        assert_eq!(choose(&[busy, half]), Some(half.agent));
+        assert_eq!(choose(&[]), None);
+    }
+
+    #[test]
+    fn ties_are_broken_at_random() {
+        let a = cand(1, 2);
+        let b = cand(2, 4);
+        let picks: std::collections::HashSet<_> =
+            (0..200).filter_map(|_| choose(&[a, b])).collect();
+        assert_eq!(
+            picks.len(),
+            2,
+            "both equally loaded agents should be chosen sometimes"
+        );
+    }
+}

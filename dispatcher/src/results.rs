@@ -1,0 +1,135 @@
+//! An agent's report from `ris.results`.
+//!
+//! Reports are checked against the broker-validated `user_id` (an agent may only report
+//! as itself), then applied through the store, which deduplicates results by
+//! `(task_id, attempt)` and fences out stale attempts. A report that does not parse, or
+//! names a task the tenant does not have, is dead-lettered with the reason.
+
+use ris_broker::lapin::message::Delivery;
+use ris_broker::{names, Publisher, RESULTS_QUEUE};
+use ris_schemas::messages::{Executing, Finished, ResultMessage};
+use ris_schemas::task::TaskState;
+use ris_store::{ResultOutcome, StoreError, TenantCtx, Transition, TransitionOutcome};
+
+use crate::context::Context;
+use crate::events;
+use crate::retry::{until_ok, Stop};
+use crate::submit::{ack, dead_letter_from, Handled};
+
+#[tracing::instrument(skip_all, fields(tenant = %tenant.name, task_id, agent_id))]
+pub async fn handle(
+    ctx: &Context,
+    tenant: &TenantCtx,
+    publisher: &Publisher,
+    delivery: Delivery,
+) -> Handled {
+    let report: ResultMessage = match serde_json::from_slice(&delivery.data) {
+        Ok(r) => r,
+        Err(err) => {
+            return reject(publisher, &delivery, &format!("unparseable report: {err}")).await
+        }
+    };
+    let span = tracing::Span::current();
+    span.record("task_id", tracing::field::display(report.task_id()));
+    span.record("agent_id", tracing::field::display(report.agent_id()));
+    let expected_user = names::agent_user(&tenant.name, report.agent_id());
+    let user = delivery
+        .properties
+        .user_id()
+        .as_ref()
+        .map(|u| u.as_str().to_owned());
+    if user.as_deref() != Some(expected_user.as_str()) {
+        let reason = format!(
+            "report for agent {} not published by that agent (user_id {user:?})",
+            report.agent_id()
+        );
+        return reject(publisher, &delivery, &reason).await;
+    }
+    let handled = match report {
+        ResultMessage::Executing(e) => executing(ctx, tenant, publisher, &e).await,
+        ResultMessage::Finished(f) => finished(ctx, tenant, publisher, &f).await,
+    };
+    match handled {
+        Ok(true) => ack(&delivery).await,
+        Ok(false) => reject(publisher, &delivery, "unknown task").await,
+        Err(Stop::Shutdown) => Handled::Released,
+        Err(Stop::Failed(err)) => {
+            reject(publisher, &delivery, &format!("report refused: {err}")).await
+        }
+    }
+}
+
+async fn reject(publisher: &Publisher, delivery: &Delivery, reason: &str) -> Handled {
+    dead_letter_from(publisher, delivery, RESULTS_QUEUE, reason).await
+}
+
+/// `Ok(true)` when applied or harmlessly ignored, `Ok(false)` for an unknown task.
+async fn executing(
+    ctx: &Context,
+    tenant: &TenantCtx,
+    publisher: &Publisher,
+    e: &Executing,
+) -> Result<bool, Stop<StoreError>> {
+    let transition = || {
+        ctx.store.transition_task(
+            tenant,
+            e.task_id,
+            Transition {
+                to: TaskState::Executing,
+                attempt: Some(e.attempt),
+                agent_id: Some(e.agent_id),
+                reason: None,
+                detail: serde_json::json!({ "started_at": e.started_at }),
+            },
+        )
+    };
+    match until_ok("transition_task", &ctx.shutdown, transition).await? {
+        TransitionOutcome::Applied(task) => {
+            events::task_changed(publisher, &tenant.name, &task).await
+        }
+        TransitionOutcome::NotFound => return Ok(false),
+        // Its result overtook it, or the attempt was superseded: nothing to do.
+        other => tracing::debug!(?other, "executing report ignored"),
+    }
+    Ok(true)
+}
+
+async fn finished(
+    ctx: &Context,
+    tenant: &TenantCtx,
+    publisher: &Publisher,
+    f: &Finished,
+) -> Result<bool, Stop<StoreError>> {
+    let outcome = until_ok("record_result", &ctx.shutdown, || {
+        ctx.store.record_result(tenant, f)
+    })
+    .await?;
+    if let Err(err) = ctx
+        .presence
+        .inflight_done(&tenant.name, f.agent_id, f.task_id)
+        .await
+    {
+        tracing::warn!(error = %err, "in-flight count not cleared; it expires by itself");
+    }
+    match outcome {
+        ResultOutcome::Applied(task) => {
+            metrics::histogram!("ris_task_run_seconds", "state" => task.state.as_str())
+                .record(f.result.duration_ms as f64 / 1000.0);
+            events::task_changed(publisher, &tenant.name, &task).await;
+        }
+        ResultOutcome::NotFound => return Ok(false),
+        ResultOutcome::Duplicate => {
+            metrics::counter!("ris_results_duplicate_total").increment(1);
+            tracing::debug!("duplicate result ignored");
+        }
+        ResultOutcome::Stale { current_attempt } => {
+            tracing::info!(
+                attempt = f.attempt,
+                current_attempt,
+                "stale result kept but not applied"
+            );
+        }
+        ResultOutcome::Invalid(err) => tracing::info!(error = %err, "result not applied"),
+    }
+    Ok(true)
+}

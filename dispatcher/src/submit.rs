@@ -1,0 +1,100 @@
+//! A submission from `ris.submit`.
+//!
+//! Submissions come from the API (which has already stored the task) and from
+//! integrators publishing straight to the broker (whose task is stored here). Either way
+//! the task is stored once (the id is the key), placed if it is still waiting, and the
+//! delivery acked only after that. A message that does not parse is dead-lettered with
+//! the reason; the consumer keeps going.
+
+use ris_broker::lapin::message::Delivery;
+use ris_broker::lapin::options::BasicAckOptions;
+use ris_broker::{Publisher, SUBMIT_QUEUE};
+use ris_schemas::messages::{Submit, SubmitMessage};
+use ris_store::{Inserted, TenantCtx};
+
+use crate::context::Context;
+use crate::placement::{self, Placed};
+use crate::retry::{until_ok, Stop};
+
+/// What became of a delivery.
+#[derive(Debug)]
+pub enum Handled {
+    Acked,
+    DeadLettered,
+    /// Shutting down: the delivery is left unacked and returns to the queue.
+    Released,
+}
+
+#[tracing::instrument(skip_all, fields(tenant = %tenant.name, task_id))]
+pub async fn handle(
+    ctx: &Context,
+    tenant: &TenantCtx,
+    publisher: &Publisher,
+    delivery: Delivery,
+) -> Handled {
+    let message: SubmitMessage = match serde_json::from_slice(&delivery.data) {
+        Ok(m) => m,
+        Err(err) => {
+            return dead_letter(
+                publisher,
+                &delivery,
+                &format!("unparseable submission: {err}"),
+            )
+            .await
+        }
+    };
+    let SubmitMessage::Submit(Submit {
+        task_id, request, ..
+    }) = message;
+    tracing::Span::current().record("task_id", tracing::field::display(task_id));
+    let inserted = match until_ok("insert_task", &ctx.shutdown, || {
+        ctx.store.insert_task(tenant, task_id, &request, None)
+    })
+    .await
+    {
+        Ok(inserted) => inserted,
+        Err(Stop::Shutdown) => return Handled::Released,
+        Err(Stop::Failed(err)) => {
+            return dead_letter(publisher, &delivery, &format!("submission refused: {err}")).await
+        }
+    };
+    let task = match inserted {
+        Inserted::New(task) => {
+            metrics::counter!("ris_tasks_submitted_total", "kind" => request.task.kind())
+                .increment(1);
+            crate::events::task_changed(publisher, &tenant.name, &task).await;
+            task
+        }
+        Inserted::Existing(task) => task,
+    };
+    if placement::place(ctx, tenant, publisher, task).await == Placed::Interrupted {
+        return Handled::Released;
+    }
+    ack(&delivery).await
+}
+
+pub async fn ack(delivery: &Delivery) -> Handled {
+    if let Err(err) = delivery.acker.ack(BasicAckOptions::default()).await {
+        // The channel is gone; the broker redelivers, and handling is idempotent.
+        tracing::warn!(error = %err, "ack failed");
+    }
+    Handled::Acked
+}
+
+pub async fn dead_letter(publisher: &Publisher, delivery: &Delivery, reason: &str) -> Handled {
+    dead_letter_from(publisher, delivery, SUBMIT_QUEUE, reason).await
+}
+
+pub async fn dead_letter_from(
+    publisher: &Publisher,
+    delivery: &Delivery,
+    queue: &str,
+    reason: &str,
+) -> Handled {
+    tracing::warn!(queue, reason, "dead-lettering message");
+    metrics::counter!("ris_dead_lettered_total", "queue" => queue.to_owned()).increment(1);
+    if let Err(err) = ris_broker::dead_letter(publisher, delivery, queue, reason).await {
+        tracing::error!(error = %err, "dead-lettering failed; the message stays with the broker");
+    }
+    Handled::DeadLettered
+}

@@ -1,0 +1,61 @@
+//! The placement sweep: PostgreSQL is the truth about which tasks still wait.
+//!
+//! Every `sweep_interval_ms` each dispatcher claims a batch of waiting tasks (a short
+//! lease, `FOR UPDATE SKIP LOCKED`, so two dispatchers never work on the same one) and
+//! tries to place them, and fails those whose queue deadline passed with `no_agent`.
+//! This catches tasks that waited for an agent to come online, and tasks whose
+//! submission message never reached a dispatcher.
+
+use std::time::Duration;
+
+use crate::context::Context;
+use crate::events;
+use crate::placement;
+
+const BATCH: i64 = 200;
+/// How long a claimed task is hidden from other sweeps.
+const LEASE: Duration = Duration::from_secs(1);
+
+pub async fn run(ctx: Context) {
+    let mut tick =
+        tokio::time::interval(Duration::from_millis(ctx.config.sweep_interval_ms.max(10)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ctx.shutdown.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        expire(&ctx).await;
+        place_waiting(&ctx).await;
+    }
+}
+
+async fn expire(ctx: &Context) {
+    let expired = match ctx.store.expire_unplaced(BATCH).await {
+        Ok(e) => e,
+        Err(err) => return tracing::warn!(error = %err, "expiry sweep failed"),
+    };
+    for (tenant, task) in expired {
+        tracing::info!(tenant = %tenant.name, task_id = %task.id, "no agent before the queue deadline");
+        if let Some(publisher) = ctx.publisher(&tenant.name) {
+            events::task_changed(&publisher, &tenant.name, &task).await;
+        }
+    }
+}
+
+async fn place_waiting(ctx: &Context) {
+    let claimed = match ctx.store.claim_unplaced(BATCH, LEASE).await {
+        Ok(c) => c,
+        Err(err) => return tracing::warn!(error = %err, "placement sweep failed"),
+    };
+    for (tenant, task) in claimed {
+        if ctx.shutdown.is_cancelled() {
+            return;
+        }
+        // Until the tenant's worker is connected there is no publisher; the lease
+        // expires and a later sweep retries.
+        if let Some(publisher) = ctx.publisher(&tenant.name) {
+            placement::place(ctx, &tenant.ctx(), &publisher, task).await;
+        }
+    }
+}

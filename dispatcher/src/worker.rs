@@ -1,0 +1,111 @@
+//! One tenant's worker: an AMQP connection to the tenant's vhost, a confirm-mode
+//! publisher, and the `ris.submit` and `ris.results` consumers, each on its own channel.
+//! When the connection breaks the worker tears everything down and reconnects with
+//! backoff; when its token is cancelled (tenant deleted, or shutdown) it drains and stops.
+
+use std::future::ready;
+use std::time::Duration;
+
+use futures::StreamExt;
+use ris_broker::lapin::{Connection, Consumer};
+use ris_broker::{BrokerError, Publisher, RESULTS_QUEUE, SUBMIT_QUEUE};
+use ris_store::Tenant;
+use tokio_util::sync::CancellationToken;
+
+use crate::context::Context;
+use crate::{results, submit};
+
+#[tracing::instrument(skip_all, fields(tenant = %tenant.name))]
+pub async fn run(ctx: Context, tenant: Tenant, stop: CancellationToken) {
+    let vhost = tenant.name.vhost();
+    let name = format!("ris-dispatcher/{} {}", std::process::id(), tenant.name);
+    let broker = &ctx.config.broker;
+    loop {
+        let Some(conn) = ris_broker::connect_with_retry(
+            broker,
+            &vhost,
+            &broker.username,
+            &broker.password,
+            &name,
+            &stop,
+        )
+        .await
+        else {
+            break;
+        };
+        tracing::info!("tenant worker connected");
+        if let Err(err) = serve(&ctx, &tenant, &conn, &name, &stop).await {
+            tracing::warn!(error = %err, "tenant worker lost its connection");
+        }
+        ctx.set_publisher(&tenant.name, None);
+        drop(conn.close(200, "tenant worker stopping".into()).await);
+        if stop.is_cancelled() {
+            break;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = stop.cancelled() => break,
+        }
+    }
+    tracing::info!("tenant worker stopped");
+}
+
+async fn serve(
+    ctx: &Context,
+    tenant: &Tenant,
+    conn: &Connection,
+    name: &str,
+    stop: &CancellationToken,
+) -> Result<(), BrokerError> {
+    let prefetch = ctx.config.consumer_concurrency.max(1);
+    let publisher = Publisher::new(conn).await?;
+    let submit_channel = conn.create_channel().await?;
+    let results_channel = conn.create_channel().await?;
+    let submissions = ris_broker::consume(
+        &submit_channel,
+        SUBMIT_QUEUE,
+        &format!("{name} submit"),
+        prefetch,
+    )
+    .await?;
+    let reports = ris_broker::consume(
+        &results_channel,
+        RESULTS_QUEUE,
+        &format!("{name} results"),
+        prefetch,
+    )
+    .await?;
+    ctx.set_publisher(&tenant.name, Some(publisher.clone()));
+    let tenant_ctx = tenant.ctx();
+    let limit = usize::from(prefetch);
+    let submit_loop = deliveries(submissions, stop).for_each_concurrent(limit, |delivery| {
+        submit::handle(ctx, &tenant_ctx, &publisher, delivery).map(drop)
+    });
+    let results_loop = deliveries(reports, stop).for_each_concurrent(limit, |delivery| {
+        results::handle(ctx, &tenant_ctx, &publisher, delivery).map(drop)
+    });
+    // Either stream ending means the channel or connection is gone (or we are stopping).
+    tokio::select! {
+        _ = submit_loop => {}
+        _ = results_loop => {}
+    }
+    Ok(())
+}
+
+use futures::FutureExt;
+
+/// Deliveries until the consumer fails or `stop` fires.
+fn deliveries(
+    consumer: Consumer,
+    stop: &CancellationToken,
+) -> impl futures::Stream<Item = ris_broker::lapin::message::Delivery> + '_ {
+    consumer
+        .take_until(stop.cancelled())
+        .take_while(|d| {
+            if let Err(err) = d {
+                tracing::warn!(error = %err, "consumer failed");
+            }
+            ready(d.is_ok())
+        })
+        .filter_map(|d| ready(d.ok()))
+}

@@ -1,0 +1,150 @@
+//! Placing tasks: the dispatcher's cross-tenant sweeps (claim, expire) and the
+//! per-task steps of a placement (begin an attempt, requeue).
+
+use std::time::Duration;
+
+use ris_schemas::ids::{AgentId, TaskId};
+use ris_schemas::task::TaskState;
+
+use crate::pg::micros;
+use crate::tasks::{task_columns, TaskWithTenantRow};
+use crate::transitions::{apply, check, lock_task, Change};
+use crate::{PgStore, StoreError, TaskRecord, Tenant, TenantCtx, TransitionOutcome};
+
+/// Sweeps handle at most this many tasks per call.
+const MAX_SWEEP: i64 = 1000;
+
+/// Reason given to tasks that waited past their queue deadline.
+pub const NO_AGENT: &str = "no_agent";
+
+/// [`crate::TaskRepo::begin_attempt`].
+pub(crate) async fn begin_attempt(
+    store: &PgStore,
+    tenant: &TenantCtx,
+    id: TaskId,
+    agent: AgentId,
+) -> Result<TransitionOutcome, StoreError> {
+    let mut tx = store.tenant_tx(tenant).await?;
+    let Some(current) = lock_task(&mut tx, tenant, id).await? else {
+        return Ok(TransitionOutcome::NotFound);
+    };
+    // Only `queued` and `retrying` may go to `routing`.
+    if let Err(refusal) = check(&current, None, TaskState::Routing) {
+        return Ok(refusal.into());
+    }
+    let change = Change {
+        attempts: current.attempts.saturating_add(1),
+        agent_id: Some(agent),
+        ..Change::new(&current, TaskState::Routing, Duration::ZERO)
+    };
+    let record = apply(&mut tx, &current, change).await?;
+    tx.commit().await?;
+    Ok(TransitionOutcome::Applied(record))
+}
+
+/// [`crate::TaskRepo::requeue_task`].
+pub(crate) async fn requeue_task(
+    store: &PgStore,
+    tenant: &TenantCtx,
+    id: TaskId,
+    reason: &str,
+    retry_in: Duration,
+) -> Result<TransitionOutcome, StoreError> {
+    let mut tx = store.tenant_tx(tenant).await?;
+    let Some(current) = lock_task(&mut tx, tenant, id).await? else {
+        return Ok(TransitionOutcome::NotFound);
+    };
+    if let Err(refusal) = check(&current, None, TaskState::Queued) {
+        return Ok(refusal.into());
+    }
+    let change = Change {
+        reason: Some(reason.to_owned()),
+        ..Change::new(&current, TaskState::Queued, retry_in)
+    };
+    let record = apply(&mut tx, &current, change).await?;
+    tx.commit().await?;
+    Ok(TransitionOutcome::Applied(record))
+}
+
+/// [`crate::TaskRepo::claim_unplaced`]. Rows another dispatcher holds are skipped, and
+/// a claimed row is not due again until its lease ends, so no task is handed to two
+/// callers at once.
+pub(crate) async fn claim_unplaced(
+    store: &PgStore,
+    limit: i64,
+    lease: Duration,
+) -> Result<Vec<(Tenant, TaskRecord)>, StoreError> {
+    // `state = 'queued'` is spelled out (not bound) so the partial index applies.
+    let rows: Vec<TaskWithTenantRow> = sqlx::query_as(concat!(
+        "WITH claimed AS (
+             UPDATE tasks SET next_placement_at = now() + $2 * interval '1 microsecond'
+             WHERE id IN (
+                 SELECT id FROM tasks
+                 WHERE state = 'queued' AND next_placement_at <= now() AND queue_deadline > now()
+                 ORDER BY next_placement_at
+                 LIMIT $1
+                 FOR UPDATE SKIP LOCKED
+             )
+             RETURNING ",
+        task_columns!(),
+        "
+         )
+         SELECT c.*, tn.name AS tenant_name, tn.created_at AS tenant_created_at
+         FROM claimed c JOIN tenants tn ON tn.id = c.tenant_id
+         ORDER BY c.created_at, c.id"
+    ))
+    .bind(limit.clamp(0, MAX_SWEEP))
+    .bind(micros(lease))
+    .fetch_all(store.pool())
+    .await?;
+    rows.into_iter().map(TryInto::try_into).collect()
+}
+
+/// [`crate::TaskRepo::expire_unplaced`]. One statement fails the tasks and appends
+/// their events. `queued → failed` is a transition the lifecycle allows (a unit test
+/// holds it to that).
+pub(crate) async fn expire_unplaced(
+    store: &PgStore,
+    limit: i64,
+) -> Result<Vec<(Tenant, TaskRecord)>, StoreError> {
+    let rows: Vec<TaskWithTenantRow> = sqlx::query_as(concat!(
+        "WITH expired AS (
+             UPDATE tasks SET state = $2, reason = $3, updated_at = now()
+             WHERE id IN (
+                 SELECT id FROM tasks
+                 WHERE state = 'queued' AND queue_deadline <= now()
+                 ORDER BY queue_deadline
+                 LIMIT $1
+                 FOR UPDATE SKIP LOCKED
+             )
+             RETURNING ",
+        task_columns!(),
+        "
+         ), e AS (
+             INSERT INTO task_events (tenant_id, task_id, state, attempt, agent_id, reason)
+             SELECT tenant_id, id, state, attempts, agent_id, reason FROM expired
+         )
+         SELECT x.*, tn.name AS tenant_name, tn.created_at AS tenant_created_at
+         FROM expired x JOIN tenants tn ON tn.id = x.tenant_id
+         ORDER BY x.created_at, x.id"
+    ))
+    .bind(limit.clamp(0, MAX_SWEEP))
+    .bind(TaskState::Failed.as_str())
+    .bind(NO_AGENT)
+    .fetch_all(store.pool())
+    .await?;
+    rows.into_iter().map(TryInto::try_into).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiry_is_a_lifecycle_transition() {
+        assert_eq!(
+            TaskState::Queued.transition(TaskState::Failed),
+            Ok(TaskState::Failed)
+        );
+    }
+}

@@ -1,0 +1,84 @@
+//! Recording results, deduplicated by `(task_id, attempt)`.
+
+use std::time::Duration;
+
+use ris_schemas::messages::Finished;
+use ris_schemas::task::InvalidTransition;
+use serde_json::json;
+use sqlx::types::Json;
+
+use crate::pg::to_i32;
+use crate::transitions::{apply, check, lock_task, Change, Refusal};
+use crate::{PgStore, StoreError, TaskRecord, TenantCtx};
+
+// Returned once per call and matched at once, never stored in bulk: boxing the
+// record would only cost callers a dereference.
+/// What [`crate::TaskRepo::record_result`] did.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum ResultOutcome {
+    /// The task went to the outcome's state.
+    Applied(TaskRecord),
+    /// This attempt's result was recorded before (a redelivery); nothing changed.
+    Duplicate,
+    /// The result belongs to another attempt than the current one: it is kept with the
+    /// task's results, but the task is untouched.
+    Stale {
+        current_attempt: u32,
+    },
+    NotFound,
+    /// The task's state does not allow the outcome (it was cancelled meanwhile, say).
+    /// The result is kept.
+    Invalid(InvalidTransition),
+}
+
+/// [`crate::TaskRepo::record_result`].
+pub(crate) async fn record_result(
+    store: &PgStore,
+    tenant: &TenantCtx,
+    finished: &Finished,
+) -> Result<ResultOutcome, StoreError> {
+    let result = &finished.result;
+    let mut tx = store.tenant_tx(tenant).await?;
+    // Lock first: results of one task are then recorded one at a time, and a result for
+    // an unknown (or another tenant's) task is refused before anything is written.
+    let Some(current) = lock_task(&mut tx, tenant, finished.task_id).await? else {
+        return Ok(ResultOutcome::NotFound);
+    };
+    let inserted = sqlx::query(
+        "INSERT INTO task_results (tenant_id, task_id, attempt, agent_id, outcome, result,
+                                   started_at, finished_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+         ON CONFLICT (task_id, attempt) DO NOTHING",
+    )
+    .bind(tenant.id)
+    .bind(finished.task_id.0)
+    .bind(to_i32(finished.attempt))
+    .bind(finished.agent_id.0)
+    .bind(result.outcome.state().as_str())
+    .bind(Json(result))
+    .bind(finished.started_at)
+    .bind(finished.finished_at)
+    .execute(&mut *tx)
+    .await?;
+    if inserted.rows_affected() == 0 {
+        return Ok(ResultOutcome::Duplicate);
+    }
+    let to = result.outcome.state();
+    let outcome = match check(&current, Some(finished.attempt), to) {
+        Err(Refusal::Stale { current_attempt }) => ResultOutcome::Stale { current_attempt },
+        Err(Refusal::Invalid(e)) => ResultOutcome::Invalid(e),
+        Ok(()) => {
+            let change = Change {
+                reason: result.reason.clone(),
+                result: Some(result.clone()),
+                detail: json!({ "duration_ms": result.duration_ms, "outcome": result.outcome }),
+                ..Change::new(&current, to, Duration::ZERO)
+            };
+            ResultOutcome::Applied(apply(&mut tx, &current, change).await?)
+        }
+    };
+    // Committed whatever the outcome: the result row is kept.
+    tx.commit().await?;
+    Ok(outcome)
+}

@@ -1,0 +1,225 @@
+//! The one path by which a task changes state.
+//!
+//! Every change — a plain [`Transition`], a placement, a requeue, a result — locks the
+//! task row, lets [`TaskState::transition`] decide, then applies the change with one
+//! statement that updates the row and appends the matching `task_events` row, so the
+//! event log never contradicts the state.
+
+use std::time::Duration;
+
+use ris_schemas::ids::{AgentId, TaskId};
+use ris_schemas::task::{InvalidTransition, TaskResult, TaskState};
+use sqlx::types::Json;
+use sqlx::PgConnection;
+
+use crate::pg::{micros, to_i32};
+use crate::tasks::{task_columns, TaskRow};
+use crate::{PgStore, StoreError, TaskRecord, TenantCtx};
+
+/// A requested state change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    pub to: TaskState,
+    /// Fence: refused as stale when `Some(a)` and `a` is not the current attempt.
+    pub attempt: Option<u32>,
+    /// Replaces the task's agent when `Some`.
+    pub agent_id: Option<AgentId>,
+    pub reason: Option<String>,
+    /// Recorded in the event.
+    pub detail: serde_json::Value,
+}
+
+impl Transition {
+    /// A change to `to` with no fence, agent, reason or detail.
+    pub fn to(to: TaskState) -> Self {
+        Transition {
+            to,
+            attempt: None,
+            agent_id: None,
+            reason: None,
+            detail: serde_json::Value::Object(Default::default()),
+        }
+    }
+}
+
+// Returned once per call and matched at once, never stored in bulk: boxing the
+// record would only cost callers a dereference.
+/// What a state change did.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum TransitionOutcome {
+    Applied(TaskRecord),
+    NotFound,
+    Invalid(InvalidTransition),
+    /// The change was for another attempt than the current one; nothing changed.
+    Stale {
+        current_attempt: u32,
+    },
+}
+
+/// Loads the task and locks its row until the transaction ends.
+pub(crate) async fn lock_task(
+    conn: &mut PgConnection,
+    tenant: &TenantCtx,
+    id: TaskId,
+) -> Result<Option<TaskRecord>, StoreError> {
+    let row: Option<TaskRow> = sqlx::query_as(concat!(
+        "SELECT ",
+        task_columns!(),
+        " FROM tasks WHERE tenant_id = $1 AND id = $2 FOR UPDATE"
+    ))
+    .bind(tenant.id)
+    .bind(id.0)
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.map(TaskRecord::try_from).transpose()
+}
+
+/// A change already allowed by [`TaskState::transition`], ready to be written.
+pub(crate) struct Change {
+    pub to: TaskState,
+    pub attempts: u32,
+    /// Replaces the task's agent when `Some`.
+    pub agent_id: Option<AgentId>,
+    /// Replaces the task's reason (cleared when `None`).
+    pub reason: Option<String>,
+    /// Replaces the task's result when `Some`.
+    pub result: Option<TaskResult>,
+    /// Recorded in the event.
+    pub detail: serde_json::Value,
+    /// Entering `queued`: placeable again after this delay.
+    pub placeable_in: Option<Duration>,
+    /// Entering `queued` for a new wait (after `retrying`): a fresh queue deadline.
+    pub fresh_deadline: bool,
+}
+
+impl Change {
+    /// The change to `to` for `current`, keeping attempts, agent and result. Entering
+    /// `queued` sets the placement delay and, coming from `retrying`, a fresh deadline.
+    pub fn new(current: &TaskRecord, to: TaskState, placeable_in: Duration) -> Self {
+        let queued = to == TaskState::Queued;
+        Change {
+            to,
+            attempts: current.attempts,
+            agent_id: None,
+            reason: None,
+            result: None,
+            detail: serde_json::Value::Object(Default::default()),
+            placeable_in: queued.then_some(placeable_in),
+            fresh_deadline: queued && current.state == TaskState::Retrying,
+        }
+    }
+}
+
+/// Writes `change` to the locked task `current` and appends its event.
+pub(crate) async fn apply(
+    conn: &mut PgConnection,
+    current: &TaskRecord,
+    change: Change,
+) -> Result<TaskRecord, StoreError> {
+    debug_assert!(
+        current.state.transition(change.to).is_ok(),
+        "{} -> {} was not checked",
+        current.state,
+        change.to
+    );
+    let fresh_deadline = change
+        .fresh_deadline
+        .then(|| i64::from(current.request.queue_timeout_secs.secs()));
+    let row: TaskRow = sqlx::query_as(concat!(
+        "WITH t AS (
+             UPDATE tasks SET
+                 state = $3,
+                 attempts = $4,
+                 agent_id = COALESCE($5, agent_id),
+                 reason = $6,
+                 result = COALESCE($7, result),
+                 next_placement_at =
+                     COALESCE(now() + $8 * interval '1 microsecond', next_placement_at),
+                 queue_deadline = COALESCE(now() + $9 * interval '1 second', queue_deadline),
+                 updated_at = now()
+             WHERE tenant_id = $1 AND id = $2
+             RETURNING ",
+        task_columns!(),
+        "
+         ), e AS (
+             INSERT INTO task_events (tenant_id, task_id, state, attempt, agent_id, reason, detail)
+             SELECT tenant_id, id, state, attempts, agent_id, reason, $10 FROM t
+         )
+         SELECT * FROM t"
+    ))
+    .bind(current.tenant_id)
+    .bind(current.id.0)
+    .bind(change.to.as_str())
+    .bind(to_i32(change.attempts))
+    .bind(change.agent_id.map(|a| a.0))
+    .bind(change.reason)
+    .bind(change.result.as_ref().map(Json))
+    .bind(change.placeable_in.map(micros))
+    .bind(fresh_deadline)
+    .bind(Json(&change.detail))
+    .fetch_one(&mut *conn)
+    .await?;
+    row.try_into()
+}
+
+/// [`crate::TaskRepo::transition_task`].
+pub(crate) async fn transition_task(
+    store: &PgStore,
+    tenant: &TenantCtx,
+    id: TaskId,
+    t: Transition,
+) -> Result<TransitionOutcome, StoreError> {
+    let mut tx = store.tenant_tx(tenant).await?;
+    let Some(current) = lock_task(&mut tx, tenant, id).await? else {
+        return Ok(TransitionOutcome::NotFound);
+    };
+    if let Err(refusal) = check(&current, t.attempt, t.to) {
+        return Ok(refusal.into());
+    }
+    let change = Change {
+        agent_id: t.agent_id,
+        reason: t.reason,
+        detail: t.detail,
+        ..Change::new(&current, t.to, Duration::ZERO)
+    };
+    let record = apply(&mut tx, &current, change).await?;
+    tx.commit().await?;
+    Ok(TransitionOutcome::Applied(record))
+}
+
+/// Why a change was refused.
+pub(crate) enum Refusal {
+    Stale { current_attempt: u32 },
+    Invalid(InvalidTransition),
+}
+
+impl From<Refusal> for TransitionOutcome {
+    fn from(r: Refusal) -> Self {
+        match r {
+            Refusal::Stale { current_attempt } => TransitionOutcome::Stale { current_attempt },
+            Refusal::Invalid(e) => TransitionOutcome::Invalid(e),
+        }
+    }
+}
+
+/// Whether `current` may go to `to` for attempt `fence`. The fence is checked first, so
+/// a late message of an earlier attempt reads as stale rather than invalid.
+pub(crate) fn check(
+    current: &TaskRecord,
+    fence: Option<u32>,
+    to: TaskState,
+) -> Result<(), Refusal> {
+    if let Some(attempt) = fence {
+        if attempt != current.attempts {
+            return Err(Refusal::Stale {
+                current_attempt: current.attempts,
+            });
+        }
+    }
+    current
+        .state
+        .transition(to)
+        .map(drop)
+        .map_err(Refusal::Invalid)
+}
