@@ -21,12 +21,12 @@
 //!
 //! # Layout
 //!
-//! - [`pg`]: [`PgStore`]: pool, migrations, tenant-scoped transactions.
+//! - [`pg`]: [`PgStore`], its pool, migrations and tenant-scoped transactions.
 //! - [`error`]: [`StoreError`], [`RedeemError`].
 //! - [`tenants`]: tenants and [`TenantCtx`].
 //! - [`auth`]: API keys, enrollment tokens and redeeming one for an agent.
 //! - [`agents`]: agents, their facts and address history.
-//! - [`tasks`]: task records, submission, reads, listing and events.
+//! - [`tasks`]: task records, submission, reads and listing.
 //! - [`task_events`]: a task's history.
 //! - [`transitions`]: the one path by which a task's state changes.
 //! - [`placement`]: placing tasks: claims, attempts, requeues, queue expiry.
