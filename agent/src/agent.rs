@@ -42,7 +42,7 @@ pub enum AgentError {
 }
 
 /// What the worker, the supervisor and the task runs share.
-pub struct Shared {
+pub(crate) struct Shared {
     pub identity: Identity,
     pub agent_id: AgentId,
     pub journal: Journal,

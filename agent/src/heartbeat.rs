@@ -156,7 +156,7 @@ async fn session(
     loop {
         tokio::select! {
             _ = stop.cancelled() => {
-                let _ = socket.close(None).await;
+                let _ = tokio::time::timeout(Duration::from_secs(2), socket.close(None)).await;
                 return "stopping".to_owned();
             }
             _ = ticker.tick() => {

@@ -5,6 +5,7 @@
 
 use std::fmt;
 use std::io;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use ris_schemas::api::EnrollResponse;
@@ -59,7 +60,16 @@ impl Identity {
             }
             Err(error) => return Err(IdentityError::Read { path, error }),
         };
-        serde_json::from_slice(&bytes).map_err(|error| IdentityError::Parse { path, error })
+        let identity = serde_json::from_slice(&bytes).map_err(|error| IdentityError::Parse {
+            path: path.clone(),
+            error,
+        })?;
+        if let Ok(meta) = std::fs::metadata(&path) {
+            if meta.permissions().mode() & 0o077 != 0 {
+                tracing::warn!(path = %path.display(), "identity file is readable by others; it should be mode 0600");
+            }
+        }
+        Ok(identity)
     }
 
     /// Fails with [`IdentityError::AlreadyEnrolled`] when an identity exists and `force`

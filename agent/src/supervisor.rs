@@ -29,7 +29,7 @@ enum SessionEnd {
     Lost(String),
 }
 
-pub async fn supervise(
+pub(crate) async fn supervise(
     shared: Arc<Shared>,
     consume_stop: CancellationToken,
     conn_stop: CancellationToken,
@@ -52,8 +52,9 @@ pub async fn supervise(
         let Some(conn) = connect.await else { return };
         tracing::info!(vhost = %amqp.vhost, "connected to the broker");
         let end = session(&shared, &conn, &consume_stop, &conn_stop).await;
+        // Only now, with the connection closed: dropping an open channel makes lapin
+        // close it in the background, which races with closing the connection.
         shared.reporter.set_publisher(None);
-        let _ = conn.close(200, "ris-agent session over".into()).await;
         match end {
             SessionEnd::Stopped => {
                 tracing::info!("broker connection closed");
@@ -148,6 +149,11 @@ async fn session(
         // Bounded by the publish timeout of the delivery being accepted, if any.
         let _ = handle.await;
     }
+    // Closed while the channels and consumers above are still held (see `supervise`).
+    if conn.status().connected() {
+        let _ = conn.close(200, "ris-agent session over".into()).await;
+    }
+    drop(task_channel);
     end
 }
 

@@ -30,7 +30,7 @@ use crate::running::RunningGuard;
 
 /// Why the consumer loop ended.
 #[derive(Debug)]
-pub enum WorkerEnd {
+pub(crate) enum WorkerEnd {
     /// Asked to stop (shutdown or session end).
     Stopped,
     /// The broker cancelled the consumer or the channel closed.
@@ -40,7 +40,7 @@ pub enum WorkerEnd {
 
 /// Consumes the task queue until `stop` fires or the consumer ends. A delivery being
 /// handled is always finished (journal, report, ack) before the loop looks at `stop`.
-pub async fn consume_tasks(
+pub(crate) async fn consume_tasks(
     shared: Arc<Shared>,
     mut consumer: Consumer,
     stop: CancellationToken,
@@ -196,7 +196,7 @@ async fn finish(
 
 /// Startup: journal entries left by a previous run are tasks the agent died running.
 /// Each is reported (through the outbox) as failed with reason `agent_restarted`.
-pub async fn recover_unfinished(shared: &Shared) -> usize {
+pub(crate) async fn recover_unfinished(shared: &Shared) -> usize {
     let entries = match shared.journal.unfinished() {
         Ok(entries) => entries,
         Err(e) => {
