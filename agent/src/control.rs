@@ -1,8 +1,10 @@
 //! The control consumer: orders on `ris.agent.<id>.ctl`.
 //!
 //! Consumed on its own channel, so a busy agent still hears `cancel`. `Cancel` cancels
-//! the running task's token (the executor then kills its process group); `Ping` is
-//! logged. Every parsed message is acked; unparseable ones are rejected without requeue.
+//! the running task's token (the executor then kills its process group) and is
+//! remembered (see [`crate::cancelled`]) so an assignment of the task that has not
+//! started is dropped; `Ping` is logged. Every parsed message is acked; unparseable ones
+//! are rejected without requeue.
 
 use futures::StreamExt;
 use ris_broker::lapin::message::Delivery;
@@ -45,11 +47,15 @@ async fn handle(running: &Running, delivery: &Delivery) {
 pub fn apply(running: &Running, message: &ControlMessage) -> bool {
     match message {
         ControlMessage::Cancel { task_id, .. } => {
+            // Remembered before the registry is searched, while the worker registers a
+            // task before it checks this memory: whatever the interleaving, either the
+            // worker sees the id and drops the task, or the search below finds it.
+            running.cancelled().remember(*task_id);
             let found = running.cancel(*task_id);
             if found {
                 tracing::info!(task_id = %task_id, "cancel requested; stopping the task");
             } else {
-                tracing::debug!(task_id = %task_id, "cancel for a task not running here");
+                tracing::info!(task_id = %task_id, "cancel for a task not running here; its assignment will be dropped");
             }
             found
         }

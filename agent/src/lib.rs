@@ -18,6 +18,7 @@
 //! - [`control`]: the control consumer (cancel, ping).
 //! - [`executor`]: running one task (shell, http, noop) into a `TaskResult`.
 //! - [`running`]: the registry of running tasks and their cancellation tokens.
+//! - [`cancelled`]: memory of cancel orders, so a cancelled assignment is never run.
 //! - [`journal`]: on-disk record of accepted tasks, for redelivery and crash recovery.
 //! - [`report`]: publishing results with confirms, falling back to the outbox.
 //! - [`outbox`]: on-disk queue of results that could not be published yet.
@@ -25,6 +26,7 @@
 //! - [`machine`]: hostname, load, memory, disk and addresses of this machine.
 
 pub mod agent;
+pub mod cancelled;
 pub mod config;
 pub mod control;
 pub mod enroll;

@@ -2,7 +2,8 @@
 //!
 //! A task is registered when it is accepted and leaves the registry when its result is
 //! reported, so the heartbeat's `running_tasks` (the tasks' lease) covers the whole
-//! attempt. `Cancel` orders from the control queue find the token here.
+//! attempt. `Cancel` orders from the control queue find the token here, and are
+//! remembered in [`Running::cancelled`] for assignments that have not started.
 //!
 //! Every task token is a child of one *kill* token: cancelling it (at shutdown, once the
 //! grace is over) stops every task at once, and [`Running::killed`] tells a task that
@@ -15,6 +16,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use ris_schemas::ids::TaskId;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
+
+use crate::cancelled::Cancelled;
 
 #[derive(Clone)]
 pub struct Running {
@@ -30,6 +33,7 @@ struct Inner {
     kill: CancellationToken,
     /// Tells registrations of the same task id apart.
     next_generation: AtomicU64,
+    cancelled: Cancelled,
 }
 
 /// Proof of registration: drop it when the task's result is reported.
@@ -50,12 +54,18 @@ impl Running {
                 capacity,
                 kill: CancellationToken::new(),
                 next_generation: AtomicU64::new(0),
+                cancelled: Cancelled::default(),
             }),
         }
     }
 
     pub fn capacity(&self) -> u32 {
         self.inner.capacity
+    }
+
+    /// Tasks cancelled by an order from the control queue.
+    pub fn cancelled(&self) -> &Cancelled {
+        &self.inner.cancelled
     }
 
     /// Waits for a free slot; the permit is held until the task has reported. `None`

@@ -90,6 +90,9 @@ async fn accept(shared: &Arc<Shared>, delivery: Delivery, a: Assignment, stop: &
         ack(&delivery).await;
         return;
     }
+    if dropped_if_cancelled(shared, &delivery, a.task_id).await {
+        return;
+    }
     let permit = tokio::select! {
         permit = shared.running.acquire_slot() => permit,
         // Not acked: closing the channel puts it back in the queue.
@@ -97,6 +100,11 @@ async fn accept(shared: &Arc<Shared>, delivery: Delivery, a: Assignment, stop: &
     };
     let Some(permit) = permit else { return };
     let guard = shared.running.register(a.task_id);
+    // Again once registered: the order may have come while this waited for a slot (see
+    // `control::apply` for why registering first closes the race).
+    if dropped_if_cancelled(shared, &delivery, a.task_id).await {
+        return;
+    }
     let entry = JournalEntry {
         assignment: a,
         started_at: Utc::now(),
@@ -235,6 +243,21 @@ pub(crate) async fn recover_unfinished(shared: &Shared) -> usize {
         }
     }
     count
+}
+
+/// An assignment of a task cancelled by a control order is acked and dropped, never run
+/// (nor reported: the task is already `cancelled`). True when it was.
+async fn dropped_if_cancelled(
+    shared: &Shared,
+    delivery: &Delivery,
+    task_id: ris_schemas::ids::TaskId,
+) -> bool {
+    if !shared.running.cancelled().contains(task_id) {
+        return false;
+    }
+    tracing::info!("assignment of a cancelled task; acked and dropped, not run");
+    ack(delivery).await;
+    true
 }
 
 async fn ack(delivery: &Delivery) {

@@ -14,12 +14,14 @@
 //! - [`auth`]: credentials → caller (platform admin or a tenant's API key).
 //! - [`secrets`]: generation and hashing of keys and tokens.
 //! - [`routes`]: one module per resource, each with its own `router()`.
+//! - [`events`]: task events the API publishes itself (a cancel that takes effect).
 //! - [`http_metrics`]: HTTP request metrics middleware.
 
 pub mod app;
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod events;
 pub mod extract;
 pub mod http_metrics;
 pub mod routes;

@@ -15,7 +15,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::context::{Context, Inner};
-use crate::{http, sweeper, tenants};
+use crate::{http, reaper, sweeper, tenants};
 
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -65,10 +65,13 @@ impl App {
             presence: self.presence,
             publishers: RwLock::new(Default::default()),
             shutdown: shutdown.clone(),
+            retry_defaults: RwLock::new(Default::default()),
+            instance: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()),
         });
         let tracker = TaskTracker::new();
         tracker.spawn(tenants::supervise(ctx.clone()));
         tracker.spawn(sweeper::run(ctx.clone()));
+        tracker.spawn(reaper::run(ctx.clone()));
         tracker.spawn(http::serve(self.metrics_listener, shutdown.clone()));
         tracker.close();
         shutdown.cancelled().await;

@@ -22,6 +22,12 @@ pub struct Inner {
     /// tasks of that tenant; a tenant without one is skipped until its worker connects.
     pub publishers: RwLock<HashMap<TenantName, Publisher>>,
     pub shutdown: CancellationToken,
+    /// Each tenant's default retry policy and when it was read (see
+    /// [`crate::recovery::tenant_default`]).
+    pub retry_defaults:
+        RwLock<HashMap<uuid::Uuid, (std::time::Instant, Option<ris_schemas::task::RetryPolicy>)>>,
+    /// Identifies this process as the holder of leases (the reaper's).
+    pub instance: String,
 }
 
 impl Context {

@@ -35,3 +35,33 @@ pub async fn task_changed(publisher: &Publisher, tenant: &TenantName, task: &Tas
         tracing::warn!(task_id = %task.id, error = %err, "event not published");
     }
 }
+
+/// Announces that an agent came online or went offline.
+pub async fn agent_changed(
+    publisher: &Publisher,
+    tenant: &TenantName,
+    agent: &ris_store::AgentRecord,
+    online: bool,
+) {
+    let status = if online { "online" } else { "offline" };
+    let event = Event::agent(
+        tenant.as_str(),
+        ris_schemas::event::AgentEventData {
+            agent_id: agent.id,
+            name: agent.name.to_string(),
+            status: status.to_owned(),
+        },
+    );
+    let opts = PublishOptions {
+        message_id: Some(event.id.to_string()),
+        mandatory: Some(false),
+        ..PublishOptions::default()
+    };
+    metrics::counter!("ris_agent_status_changes_total", "status" => status).increment(1);
+    if let Err(err) = publisher
+        .publish_json(EVENTS_EXCHANGE, &event.kind, &event, opts)
+        .await
+    {
+        tracing::warn!(agent_id = %agent.id, error = %err, "event not published");
+    }
+}

@@ -15,7 +15,10 @@
 //! - [`worker`]: one tenant's AMQP connection and its two consumers.
 //! - [`submit`]: handles a submission from `ris.submit`.
 //! - [`results`]: handles an agent report from `ris.results`.
+//! - [`dead_letters`]: moves what reaches `ris.dead` into PostgreSQL for the API.
 //! - [`placement`]: chooses an agent by load and hands it the task.
+//! - [`recovery`]: retries with backoff, lost agents, lapsed assignments.
+//! - [`reaper`]: notices agents that stopped heartbeating (one instance at a time).
 //! - [`sweeper`]: places tasks that wait in PostgreSQL; fails those past their deadline.
 //! - [`events`]: publishes task events on `ris.events`.
 //! - [`retry`]: retries store calls with backoff while a dependency is down.
@@ -24,9 +27,12 @@
 pub mod app;
 pub mod config;
 pub mod context;
+pub mod dead_letters;
 pub mod events;
 pub mod http;
 pub mod placement;
+pub mod reaper;
+pub mod recovery;
 pub mod results;
 pub mod retry;
 pub mod submit;

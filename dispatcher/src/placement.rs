@@ -24,6 +24,7 @@ use ris_store::{AgentRecord, TaskRecord, TenantCtx, Transition, TransitionOutcom
 
 use crate::context::Context;
 use crate::events;
+use crate::recovery;
 use crate::retry::{until_ok, Stop};
 
 /// An online agent that could take the task.
@@ -80,7 +81,8 @@ fn stopped<E>(stop: Stop<E>) -> Placed {
     }
 }
 
-/// Places `task` (which should be `queued`) on an agent.
+/// Places `task` (which should be `queued`, or `retrying` and due) on an agent. The
+/// caller decides that a retry is due: the sweep claims only due tasks.
 #[tracing::instrument(skip_all, fields(tenant = %tenant.name, task_id = %task.id, agent_id))]
 pub async fn place(
     ctx: &Context,
@@ -88,7 +90,7 @@ pub async fn place(
     publisher: &Publisher,
     task: TaskRecord,
 ) -> Placed {
-    if task.state != TaskState::Queued {
+    if !matches!(task.state, TaskState::Queued | TaskState::Retrying) {
         return Placed::NotWaiting;
     }
     let agents = match until_ok("list_agents", &ctx.shutdown, || {
@@ -192,8 +194,18 @@ async fn assign(
         output_cap_bytes: request.output_cap_bytes.bytes() as u32,
         assigned_at: Utc::now(),
     });
+    // The assignment expires in the agent's queue if not taken in time; the dead
+    // letter brings it back to a dispatcher (see `recovery::assignment_lapsed`).
+    let until_deadline = (task.queue_deadline - Utc::now())
+        .to_std()
+        .unwrap_or_default();
+    let window = until_deadline.clamp(
+        std::time::Duration::from_secs(1),
+        recovery::ASSIGNMENT_WINDOW,
+    );
     let opts = PublishOptions {
         message_id: Some(format!("{}.{attempt}", task.id)),
+        expiration_ms: Some(window.as_millis() as u64),
         ..PublishOptions::default()
     };
     if let Err(err) = publisher

@@ -1,18 +1,21 @@
 //! An agent's report from `ris.results`.
 //!
 //! Reports are checked against the broker-validated `user_id` (an agent may only report
-//! as itself), then applied through the store, which deduplicates results by
+//! as itself; the platform's broker user, which replays dead letters, for any agent),
+//! then applied through the store, which deduplicates results by
 //! `(task_id, attempt)` and fences out stale attempts. A report that does not parse, or
 //! names a task the tenant does not have, is dead-lettered with the reason.
 
 use ris_broker::lapin::message::Delivery;
 use ris_broker::{names, Publisher, RESULTS_QUEUE};
 use ris_schemas::messages::{Executing, Finished, ResultMessage};
+use ris_schemas::task::TaskResult;
 use ris_schemas::task::TaskState;
-use ris_store::{ResultOutcome, StoreError, TenantCtx, Transition, TransitionOutcome};
+use ris_store::{ResultOutcome, StoreError, TaskRecord, TenantCtx, Transition, TransitionOutcome};
 
 use crate::context::Context;
 use crate::events;
+use crate::recovery;
 use crate::retry::{until_ok, Stop};
 use crate::submit::{ack, dead_letter_from, Handled};
 
@@ -29,6 +32,7 @@ pub async fn handle(
             return reject(publisher, &delivery, &format!("unparseable report: {err}")).await
         }
     };
+    tracing::debug!(kind = ?std::mem::discriminant(&report), "report received");
     let span = tracing::Span::current();
     span.record("task_id", tracing::field::display(report.task_id()));
     span.record("agent_id", tracing::field::display(report.agent_id()));
@@ -38,7 +42,11 @@ pub async fn handle(
         .user_id()
         .as_ref()
         .map(|u| u.as_str().to_owned());
-    if user.as_deref() != Some(expected_user.as_str()) {
+    // The platform's own broker user may report for any agent: only the platform can
+    // publish as it (the broker validates user_id), and replaying a dead-lettered
+    // report through the API does (an agent's user_id cannot be replayed as is).
+    let platform = user.as_deref() == Some(ctx.config.broker.username.as_str());
+    if user.as_deref() != Some(expected_user.as_str()) && !platform {
         let reason = format!(
             "report for agent {} not published by that agent (user_id {user:?})",
             report.agent_id()
@@ -100,8 +108,20 @@ async fn finished(
     publisher: &Publisher,
     f: &Finished,
 ) -> Result<bool, Stop<StoreError>> {
+    let default = recovery::tenant_default(ctx, tenant).await;
+    let decide = |task: &TaskRecord, result: &TaskResult| {
+        if task.cancel_requested_at.is_some() {
+            return None; // an operator asked it to stop: do not start it again
+        }
+        let why = recovery::retry_cause(result)?;
+        recovery::retry_delay(
+            &recovery::policy_of(task, default.as_ref()),
+            why,
+            task.attempts,
+        )
+    };
     let outcome = until_ok("record_result", &ctx.shutdown, || {
-        ctx.store.record_result(tenant, f)
+        ctx.store.record_result_or_retry(tenant, f, &decide)
     })
     .await?;
     if let Err(err) = ctx
@@ -111,6 +131,7 @@ async fn finished(
     {
         tracing::warn!(error = %err, "in-flight count not cleared; it expires by itself");
     }
+    tracing::debug!(?outcome, "result recorded");
     match outcome {
         ResultOutcome::Applied(task) => {
             metrics::histogram!("ris_task_run_seconds", "state" => task.state.as_str())

@@ -6,10 +6,12 @@
 //! delivery acked only after that. A message that does not parse is dead-lettered with
 //! the reason; the consumer keeps going.
 
+use chrono::Utc;
 use ris_broker::lapin::message::Delivery;
 use ris_broker::lapin::options::BasicAckOptions;
 use ris_broker::{Publisher, SUBMIT_QUEUE};
 use ris_schemas::messages::{Submit, SubmitMessage};
+use ris_schemas::task::TaskState;
 use ris_store::{Inserted, TenantCtx};
 
 use crate::context::Context;
@@ -67,7 +69,11 @@ pub async fn handle(
         }
         Inserted::Existing(task) => task,
     };
-    if placement::place(ctx, tenant, publisher, task).await == Placed::Interrupted {
+    // A submission redelivered while its task waits for a retry must not cut the wait
+    // short: the sweep places the retry when it is due.
+    let waiting_retry = task.state == TaskState::Retrying && task.next_placement_at > Utc::now();
+    if !waiting_retry && placement::place(ctx, tenant, publisher, task).await == Placed::Interrupted
+    {
         return Handled::Released;
     }
     ack(&delivery).await

@@ -11,6 +11,7 @@ use std::time::Duration;
 use crate::context::Context;
 use crate::events;
 use crate::placement;
+use crate::recovery;
 
 const BATCH: i64 = 200;
 /// How long a claimed task is hidden from other sweeps.
@@ -27,6 +28,7 @@ pub async fn run(ctx: Context) {
         }
         expire(&ctx).await;
         place_waiting(&ctx).await;
+        lapsed_assignments(&ctx).await;
     }
 }
 
@@ -39,6 +41,28 @@ async fn expire(ctx: &Context) {
         tracing::info!(tenant = %tenant.name, task_id = %task.id, "no agent before the queue deadline");
         if let Some(publisher) = ctx.publisher(&tenant.name) {
             events::task_changed(&publisher, &tenant.name, &task).await;
+        }
+    }
+}
+
+/// Tasks `routing` for longer than an assignment can wait: their message expired
+/// unnoticed or was never published (a dispatcher died between recording the
+/// placement and publishing it). Place them again, or fail them `queue_timeout`.
+async fn lapsed_assignments(ctx: &Context) {
+    let stale = match ctx
+        .store
+        .stale_routing(recovery::STALE_ROUTING, BATCH)
+        .await
+    {
+        Ok(s) => s,
+        Err(err) => return tracing::warn!(error = %err, "stale-routing sweep failed"),
+    };
+    for (tenant, task) in stale {
+        if let Some(publisher) = ctx.publisher(&tenant.name) {
+            drop(
+                recovery::assignment_lapsed(ctx, &tenant.ctx(), &publisher, task.id, task.attempts)
+                    .await,
+            );
         }
     }
 }

@@ -1,5 +1,6 @@
 //! One tenant's worker: an AMQP connection to the tenant's vhost, a confirm-mode
-//! publisher, and the `ris.submit` and `ris.results` consumers, each on its own channel.
+//! publisher, and the `ris.submit`, `ris.results` and `ris.dead` consumers, each on its
+//! own channel.
 //! When the connection breaks the worker tears everything down and reconnects with
 //! backoff; when its token is cancelled (tenant deleted, or shutdown) it drains and stops.
 
@@ -8,12 +9,12 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use ris_broker::lapin::{Connection, Consumer};
-use ris_broker::{BrokerError, Publisher, RESULTS_QUEUE, SUBMIT_QUEUE};
+use ris_broker::{BrokerError, Publisher, DEAD_QUEUE, RESULTS_QUEUE, SUBMIT_QUEUE};
 use ris_store::Tenant;
 use tokio_util::sync::CancellationToken;
 
 use crate::context::Context;
-use crate::{results, submit};
+use crate::{dead_letters, results, submit};
 
 #[tracing::instrument(skip_all, fields(tenant = %tenant.name))]
 pub async fn run(ctx: Context, tenant: Tenant, stop: CancellationToken) {
@@ -61,6 +62,7 @@ async fn serve(
     let publisher = Publisher::new(conn).await?;
     let submit_channel = conn.create_channel().await?;
     let results_channel = conn.create_channel().await?;
+    let dead_channel = conn.create_channel().await?;
     let submissions = ris_broker::consume(
         &submit_channel,
         SUBMIT_QUEUE,
@@ -75,6 +77,13 @@ async fn serve(
         prefetch,
     )
     .await?;
+    let dead = ris_broker::consume(
+        &dead_channel,
+        DEAD_QUEUE,
+        &format!("{name} dead"),
+        dead_letters::PREFETCH,
+    )
+    .await?;
     ctx.set_publisher(&tenant.name, Some(publisher.clone()));
     let tenant_ctx = tenant.ctx();
     let limit = usize::from(prefetch);
@@ -84,10 +93,15 @@ async fn serve(
     let results_loop = deliveries(reports, stop).for_each_concurrent(limit, |delivery| {
         results::handle(ctx, &tenant_ctx, &publisher, delivery).map(drop)
     });
-    // Either stream ending means the channel or connection is gone (or we are stopping).
+    let dead_limit = usize::from(dead_letters::PREFETCH);
+    let dead_loop = deliveries(dead, stop).for_each_concurrent(dead_limit, |delivery| {
+        dead_letters::handle(ctx, &tenant_ctx, &publisher, delivery).map(drop)
+    });
+    // Any stream ending means the channel or connection is gone (or we are stopping).
     tokio::select! {
         _ = submit_loop => {}
         _ = results_loop => {}
+        _ = dead_loop => {}
     }
     Ok(())
 }

@@ -12,6 +12,8 @@
 //!
 //! - `<p>:presence:<tenant>:<agent>` — JSON [`PresenceRecord`], `EX ttl`.
 //! - `<p>:inflight:<tenant>:<agent>` — sorted set of task ids scored by expiry (unix ms).
+//! - `<p>:lock:<name>` — a lease held by one process (`SET NX PX`), for periodic jobs
+//!   that one instance at a time should run.
 
 use std::time::Duration;
 
@@ -185,6 +187,33 @@ impl Presence {
         }
         let counts: Vec<u32> = pipe.query_async(&mut conn).await?;
         Ok(counts)
+    }
+
+    /// Takes the lease `name` for `ttl` if no one holds it, or renews it if `owner`
+    /// already does. `true` when `owner` holds it now.
+    pub async fn lease(
+        &self,
+        name: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<bool, PresenceError> {
+        let mut conn = self.conn.clone();
+        let key = format!("{}:lock:{name}", self.prefix);
+        // Take it if free; if we hold it already, extend it. One round trip, atomic.
+        let script = redis::Script::new(
+            r"if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+              if redis.call('GET', KEYS[1]) == ARGV[1] then
+                  redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1
+              end
+              return 0",
+        );
+        let held: i64 = script
+            .key(key)
+            .arg(owner)
+            .arg(ttl.as_millis() as u64)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(held == 1)
     }
 
     /// Forgets everything held for the tenant (it was deleted).

@@ -193,6 +193,44 @@ pub struct TaskView {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub metadata: BTreeMap<String, String>,
+    /// When a cancel was first requested through `POST /v1/tasks/{id}/cancel`. An
+    /// executing task stays `executing` until its agent has stopped it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancel_requested_at: Option<DateTime<Utc>>,
+    /// While `retrying`: when the next attempt may start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<DateTime<Utc>>,
+}
+
+/// One attempt's result (`GET /v1/tasks/{id}/attempts`): every attempt that reported is
+/// kept, including one that was superseded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct AttemptView {
+    pub attempt: u32,
+    pub agent_id: AgentId,
+    pub result: TaskResult,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+}
+
+/// A tenant's settings (`GET/PUT /v1/settings`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TenantSettings {
+    /// Retry policy of tasks that do not carry their own; `null` for none.
+    #[serde(default)]
+    pub retry: Option<crate::task::RetryPolicy>,
+}
+
+/// Answer to `POST /v1/tasks/{id}/cancel`: the task as the cancel left it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TaskCancelled {
+    #[serde(flatten)]
+    pub task: TaskView,
+    /// `true` (with status 202) when the task is executing: its agent has been told to
+    /// stop it, and the task ends `cancelled` once the agent reports (unless it ended
+    /// on its own first). `false` (200) when the cancel took effect at once.
+    pub cancel_requested: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -1,6 +1,7 @@
 //! Events on the `ris.events` topic exchange.
 //!
-//! Routing key = `type`: `task.<state>` for every task state change.
+//! Routing key = `type`: `task.<state>` for every task state change,
+//! `agent.online` / `agent.offline` when an agent comes or goes.
 
 use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
@@ -26,6 +27,15 @@ pub struct Event {
 #[serde(untagged)]
 pub enum EventData {
     Task(TaskEventData),
+    Agent(AgentEventData),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct AgentEventData {
+    pub agent_id: AgentId,
+    pub name: String,
+    /// `online` or `offline`.
+    pub status: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -40,6 +50,17 @@ pub struct TaskEventData {
 }
 
 impl Event {
+    pub fn agent(tenant: &str, data: AgentEventData) -> Self {
+        Event {
+            v: V1,
+            id: EventId::new(),
+            kind: format!("agent.{}", data.status),
+            tenant: tenant.to_owned(),
+            time: Utc::now(),
+            data: EventData::Agent(data),
+        }
+    }
+
     pub fn task(tenant: &str, data: TaskEventData) -> Self {
         Event {
             v: V1,

@@ -15,9 +15,11 @@
 //! - [`heartbeat`]: frames on the agent heartbeat WebSocket.
 //! - [`event`]: events published on `ris.events`.
 //! - [`api`]: REST bodies.
+//! - [`dead_letters`]: parked messages, as stored and shown by the API.
 //! - [`version`]: the `"v": 1` marker carried by every message.
 
 pub mod api;
+pub mod dead_letters;
 pub mod event;
 pub mod heartbeat;
 pub mod ids;
@@ -39,6 +41,9 @@ pub fn json_schemas() -> Vec<(&'static str, schemars::Schema)> {
         ("event", schema_for!(event::Event)),
         ("api-create-task", schema_for!(task::TaskRequest)),
         ("api-task", schema_for!(api::TaskView)),
+        ("api-task-attempt", schema_for!(api::AttemptView)),
+        ("api-tenant-settings", schema_for!(api::TenantSettings)),
+        ("api-task-cancelled", schema_for!(api::TaskCancelled)),
         ("api-task-event", schema_for!(api::TaskEventView)),
         ("api-agent", schema_for!(api::AgentView)),
         ("api-tenant", schema_for!(api::TenantView)),
@@ -56,5 +61,6 @@ pub fn json_schemas() -> Vec<(&'static str, schemars::Schema)> {
         ("api-enroll-request", schema_for!(api::EnrollRequest)),
         ("api-enroll-response", schema_for!(api::EnrollResponse)),
         ("api-error", schema_for!(api::ApiErrorBody)),
+        ("api-dead-letter", schema_for!(dead_letters::DeadLetterView)),
     ]
 }

@@ -71,7 +71,7 @@ macro_rules! agent_columns {
 #[derive(sqlx::FromRow)]
 pub(crate) struct AgentRow {
     id: Uuid,
-    tenant_id: Uuid,
+    pub(crate) tenant_id: Uuid,
     name: String,
     labels: serde_json::Value,
     capacity: i32,
@@ -105,11 +105,11 @@ impl TryFrom<AgentRow> for AgentRecord {
 
 /// An agent row joined with its tenant, for cross-tenant lookups.
 #[derive(sqlx::FromRow)]
-struct AgentWithTenantRow {
+pub(crate) struct AgentWithTenantRow {
     #[sqlx(flatten)]
-    agent: AgentRow,
-    tenant_name: String,
-    tenant_created_at: DateTime<Utc>,
+    pub(crate) agent: AgentRow,
+    pub(crate) tenant_name: String,
+    pub(crate) tenant_created_at: DateTime<Utc>,
 }
 
 fn addresses(v: serde_json::Value) -> Result<Vec<String>, StoreError> {

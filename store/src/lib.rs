@@ -30,7 +30,10 @@
 //! - [`task_events`]: a task's history.
 //! - [`transitions`]: the one path by which a task's state changes.
 //! - [`placement`]: placing tasks: claims, attempts, requeues, queue expiry.
+//! - [`cancel`]: cancelling a task through the API.
 //! - [`task_results`]: recording (deduplicated) results.
+//! - [`recovery`]: retries, agent loss, assignments that never started.
+//! - [`dead_letters`]: messages parked on `ris.dead`, for listing and replay.
 //! - [`cursor`]: the opaque pagination cursor of task lists.
 //!
 //! `migrations/` holds the schema, embedded with `sqlx::migrate!()`.
@@ -45,10 +48,13 @@ use ris_schemas::task::TaskRequest;
 
 pub mod agents;
 pub mod auth;
+pub mod cancel;
 pub mod cursor;
+pub mod dead_letters;
 pub mod error;
 pub mod pg;
 pub mod placement;
+pub mod recovery;
 pub mod task_events;
 pub mod task_results;
 pub mod tasks;
@@ -57,11 +63,15 @@ pub mod transitions;
 
 pub use agents::{AddressChangeRecord, AgentFacts, AgentRecord, NewAgent};
 pub use auth::ApiKeyRecord;
+pub use cancel::CancelOutcome;
 pub use cursor::Cursor;
+pub use dead_letters::{DeadLetterCursor, DeadLetterRecord, DeadLetterRepo, NewDeadLetter};
 pub use error::{RedeemError, StoreError};
 pub use pg::PgStore;
+pub use recovery::{AttemptResult, RecoveryRepo};
 pub use task_events::TaskEventRecord;
 pub use task_results::ResultOutcome;
+pub use task_results::RetryDecision;
 pub use tasks::{Inserted, TaskFilter, TaskRecord};
 pub use tenants::{Tenant, TenantCtx};
 pub use transitions::{Transition, TransitionOutcome};
@@ -71,7 +81,9 @@ pub type DynStore = std::sync::Arc<dyn Store>;
 
 /// Every repository, plus a health check.
 #[async_trait]
-pub trait Store: TenantRepo + AuthRepo + AgentRepo + TaskRepo + Send + Sync {
+pub trait Store:
+    TenantRepo + AuthRepo + AgentRepo + TaskRepo + RecoveryRepo + DeadLetterRepo + Send + Sync
+{
     /// Succeeds when the database answers (for `/readyz`).
     async fn ping(&self) -> Result<(), StoreError>;
 }
@@ -203,6 +215,17 @@ pub trait TaskRepo: Send + Sync {
         id: TaskId,
         t: Transition,
     ) -> Result<TransitionOutcome, StoreError>;
+    /// A cancel requested through the API, in one transaction that locks the task:
+    /// `queued`, `retrying` and `routing` go to `cancelled` at once (reason `cancelled`,
+    /// event with `detail`); `executing` stays as it is and only records the request
+    /// time; a finished task is left alone. See [`CancelOutcome`] for what the caller
+    /// must do next.
+    async fn cancel_task(
+        &self,
+        tenant: &TenantCtx,
+        id: TaskId,
+        detail: serde_json::Value,
+    ) -> Result<CancelOutcome, StoreError>;
     /// Placement: `queued`/`retrying` → `routing` with `attempts + 1` and `agent_id`
     /// set, event appended. The record carries the new attempt number.
     async fn begin_attempt(

@@ -74,13 +74,14 @@ pub(crate) async fn claim_unplaced(
     limit: i64,
     lease: Duration,
 ) -> Result<Vec<(Tenant, TaskRecord)>, StoreError> {
-    // `state = 'queued'` is spelled out (not bound) so the partial index applies.
+    // The states are spelled out (not bound) so the partial index applies.
     let rows: Vec<TaskWithTenantRow> = sqlx::query_as(concat!(
         "WITH claimed AS (
              UPDATE tasks SET next_placement_at = now() + $2 * interval '1 microsecond'
              WHERE id IN (
                  SELECT id FROM tasks
-                 WHERE state = 'queued' AND next_placement_at <= now() AND queue_deadline > now()
+                 WHERE state IN ('queued', 'retrying') AND next_placement_at <= now()
+                   AND queue_deadline > now()
                  ORDER BY next_placement_at
                  LIMIT $1
                  FOR UPDATE SKIP LOCKED
@@ -112,7 +113,7 @@ pub(crate) async fn expire_unplaced(
              UPDATE tasks SET state = $2, reason = $3, updated_at = now()
              WHERE id IN (
                  SELECT id FROM tasks
-                 WHERE state = 'queued' AND queue_deadline <= now()
+                 WHERE state IN ('queued', 'retrying') AND queue_deadline <= now()
                  ORDER BY queue_deadline
                  LIMIT $1
                  FOR UPDATE SKIP LOCKED

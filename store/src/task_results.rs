@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use ris_schemas::messages::Finished;
-use ris_schemas::task::InvalidTransition;
+use ris_schemas::task::{InvalidTransition, TaskResult, TaskState};
 use serde_json::json;
 use sqlx::types::Json;
 
@@ -32,11 +32,26 @@ pub enum ResultOutcome {
     Invalid(InvalidTransition),
 }
 
-/// [`crate::TaskRepo::record_result`].
+/// Decides, for the locked task and the result of its current attempt, whether to try
+/// again and after how long. `None`: the result stands.
+pub type RetryDecision<'a> = &'a (dyn Fn(&TaskRecord, &TaskResult) -> Option<Duration> + Sync);
+
+/// The event detail of a result: its duration and outcome, and the retry delay when the
+/// task will try again.
+fn result_detail(result: &TaskResult, retry_in: Option<Duration>) -> serde_json::Value {
+    let mut detail = json!({ "duration_ms": result.duration_ms, "outcome": result.outcome });
+    if let Some(delay) = retry_in {
+        detail["retry_in_ms"] = json!(delay.as_millis() as u64);
+    }
+    detail
+}
+
+/// [`crate::RecoveryRepo::record_result_or_retry`].
 pub(crate) async fn record_result(
     store: &PgStore,
     tenant: &TenantCtx,
     finished: &Finished,
+    retry: RetryDecision<'_>,
 ) -> Result<ResultOutcome, StoreError> {
     let result = &finished.result;
     let mut tx = store.tenant_tx(tenant).await?;
@@ -64,7 +79,15 @@ pub(crate) async fn record_result(
     if inserted.rows_affected() == 0 {
         return Ok(ResultOutcome::Duplicate);
     }
-    let to = result.outcome.state();
+    let retry_in = match check(&current, Some(finished.attempt), TaskState::Retrying) {
+        Ok(()) => retry(&current, result),
+        Err(_) => None,
+    };
+    let to = if retry_in.is_some() {
+        TaskState::Retrying
+    } else {
+        result.outcome.state()
+    };
     let outcome = match check(&current, Some(finished.attempt), to) {
         Err(Refusal::Stale { current_attempt }) => ResultOutcome::Stale { current_attempt },
         Err(Refusal::Invalid(e)) => ResultOutcome::Invalid(e),
@@ -72,8 +95,8 @@ pub(crate) async fn record_result(
             let change = Change {
                 reason: result.reason.clone(),
                 result: Some(result.clone()),
-                detail: json!({ "duration_ms": result.duration_ms, "outcome": result.outcome }),
-                ..Change::new(&current, to, Duration::ZERO)
+                detail: result_detail(result, retry_in),
+                ..Change::new(&current, to, retry_in.unwrap_or(Duration::ZERO))
             };
             ResultOutcome::Applied(apply(&mut tx, &current, change).await?)
         }

@@ -16,8 +16,9 @@ use uuid::Uuid;
 use crate::pg::to_u32;
 use crate::tenants::joined;
 use crate::{
-    placement, task_events, task_results, transitions, Cursor, PgStore, ResultOutcome, StoreError,
-    TaskEventRecord, TaskRepo, Tenant, TenantCtx, Transition, TransitionOutcome,
+    cancel, placement, task_events, task_results, transitions, CancelOutcome, Cursor, PgStore,
+    ResultOutcome, StoreError, TaskEventRecord, TaskRepo, Tenant, TenantCtx, Transition,
+    TransitionOutcome,
 };
 
 /// A task as stored.
@@ -40,6 +41,11 @@ pub struct TaskRecord {
     pub queue_deadline: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// When a cancel was first requested through the API (see [`crate::cancel`]).
+    pub cancel_requested_at: Option<DateTime<Utc>>,
+    /// While `queued` or `retrying`: when the task may next be placed (for `retrying`,
+    /// its next attempt time).
+    pub next_placement_at: DateTime<Utc>,
 }
 
 /// What [`TaskRepo::insert_task`] did.
@@ -75,7 +81,7 @@ pub struct TaskFilter {
 macro_rules! task_columns {
     () => {
         "id, tenant_id, state, request, attempts, agent_id, reason, result, idempotency_key, \
-         queue_deadline, created_at, updated_at"
+         queue_deadline, created_at, updated_at, cancel_requested_at, next_placement_at"
     };
 }
 pub(crate) use task_columns;
@@ -94,6 +100,8 @@ pub(crate) struct TaskRow {
     queue_deadline: DateTime<Utc>,
     pub(crate) created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    cancel_requested_at: Option<DateTime<Utc>>,
+    next_placement_at: DateTime<Utc>,
 }
 
 pub(crate) fn parse_state(s: &str) -> Result<TaskState, StoreError> {
@@ -121,6 +129,8 @@ impl TryFrom<TaskRow> for TaskRecord {
             queue_deadline: r.queue_deadline,
             created_at: r.created_at,
             updated_at: r.updated_at,
+            cancel_requested_at: r.cancel_requested_at,
+            next_placement_at: r.next_placement_at,
         })
     }
 }
@@ -284,6 +294,16 @@ impl TaskRepo for PgStore {
         transitions::transition_task(self, tenant, id, t).await
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(tenant = %tenant.name, task_id = %id))]
+    async fn cancel_task(
+        &self,
+        tenant: &TenantCtx,
+        id: TaskId,
+        detail: serde_json::Value,
+    ) -> Result<CancelOutcome, StoreError> {
+        cancel::cancel_task(self, tenant, id, detail).await
+    }
+
     #[tracing::instrument(level = "debug", skip_all, fields(tenant = %tenant.name, task_id = %id, agent_id = %agent))]
     async fn begin_attempt(
         &self,
@@ -315,7 +335,7 @@ impl TaskRepo for PgStore {
         tenant: &TenantCtx,
         finished: &Finished,
     ) -> Result<ResultOutcome, StoreError> {
-        task_results::record_result(self, tenant, finished).await
+        task_results::record_result(self, tenant, finished, &|_, _| None).await
     }
 
     #[tracing::instrument(level = "debug", skip_all)]

@@ -87,17 +87,30 @@ pub(crate) struct Change {
     pub result: Option<TaskResult>,
     /// Recorded in the event.
     pub detail: serde_json::Value,
-    /// Entering `queued`: placeable again after this delay.
+    /// Entering `queued` or `retrying`: placeable again after this delay.
     pub placeable_in: Option<Duration>,
-    /// Entering `queued` for a new wait (after `retrying`): a fresh queue deadline.
-    pub fresh_deadline: bool,
+    /// A new queue deadline, this long from now: when a retry starts waiting (delay +
+    /// queue timeout), or when a retry is requeued (queue timeout).
+    pub fresh_deadline: Option<Duration>,
 }
 
 impl Change {
     /// The change to `to` for `current`, keeping attempts, agent and result. Entering
-    /// `queued` sets the placement delay and, coming from `retrying`, a fresh deadline.
+    /// `queued` sets the placement delay and, coming from `retrying`, a fresh deadline;
+    /// entering `retrying` makes the task placeable after the delay, with a deadline
+    /// that long plus its queue timeout.
     pub fn new(current: &TaskRecord, to: TaskState, placeable_in: Duration) -> Self {
         let queued = to == TaskState::Queued;
+        let retrying = to == TaskState::Retrying;
+        let queue_timeout =
+            Duration::from_secs(u64::from(current.request.queue_timeout_secs.secs()));
+        let fresh_deadline = if retrying {
+            Some(placeable_in + queue_timeout)
+        } else if queued && current.state == TaskState::Retrying {
+            Some(queue_timeout)
+        } else {
+            None
+        };
         Change {
             to,
             attempts: current.attempts,
@@ -105,8 +118,8 @@ impl Change {
             reason: None,
             result: None,
             detail: serde_json::Value::Object(Default::default()),
-            placeable_in: queued.then_some(placeable_in),
-            fresh_deadline: queued && current.state == TaskState::Retrying,
+            placeable_in: (queued || retrying).then_some(placeable_in),
+            fresh_deadline,
         }
     }
 }
@@ -123,9 +136,7 @@ pub(crate) async fn apply(
         current.state,
         change.to
     );
-    let fresh_deadline = change
-        .fresh_deadline
-        .then(|| i64::from(current.request.queue_timeout_secs.secs()));
+    let fresh_deadline = change.fresh_deadline.map(micros);
     let row: TaskRow = sqlx::query_as(concat!(
         "WITH t AS (
              UPDATE tasks SET
@@ -136,7 +147,7 @@ pub(crate) async fn apply(
                  result = COALESCE($7, result),
                  next_placement_at =
                      COALESCE(now() + $8 * interval '1 microsecond', next_placement_at),
-                 queue_deadline = COALESCE(now() + $9 * interval '1 second', queue_deadline),
+                 queue_deadline = COALESCE(now() + $9 * interval '1 microsecond', queue_deadline),
                  updated_at = now()
              WHERE tenant_id = $1 AND id = $2
              RETURNING ",

@@ -8,11 +8,26 @@
 //!
 //! Binaries are taken from the cargo target directory the tests were built into
 //! (`cargo build --bins` first; `scripts/test.sh` does it), or from `RIS_BIN_DIR`.
+//!
+//! # Layout
+//! - [`system`](System): the API and dispatcher processes (kill and restart them for
+//!   fault tests);
+//! - [`tenant`](TenantClient): a tenant's API client and its agents
+//!   ([`TenantClient::agent_with`], [`AgentProc`]);
+//! - [`wait`](eventually): polling with a deadline;
+//! - [`load`]: a load driver and the exactly-once check of fault tests;
+//! - [`services`]: restarting the shared RabbitMQ, PostgreSQL and Redis, with a guard that
+//!   always brings them back.
 
+pub mod load;
+mod process;
+pub mod services;
 mod system;
+mod tenant;
 mod wait;
 
-pub use system::{AgentProc, System, SystemOptions, TenantClient};
+pub use system::{System, SystemOptions};
+pub use tenant::{AgentOptions, AgentProc, TenantClient};
 pub use wait::{eventually, wait_for_task};
 
 /// A short random hex string for unique names.

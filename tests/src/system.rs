@@ -1,40 +1,20 @@
-//! A whole RIS system as child processes.
+//! A whole RIS system as child processes: `apis` × `ris-api` and `dispatchers` ×
+//! `ris-dispatcher`, each of which a fault test can SIGKILL and start again.
 
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::Path;
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use sqlx::{Connection, Executor, PgConnection};
-use tokio::process::{Child, Command};
 
+use crate::process::{Launch, ServerProc};
+use crate::tenant::TenantClient;
 use crate::wait::eventually;
 
-const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
-const MANAGEMENT_URL: &str = "http://127.0.0.1:15672";
-
-/// Where the ris-* binaries are.
-fn bin(name: &str) -> PathBuf {
-    let dir = std::env::var_os("RIS_BIN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let exe = std::env::current_exe().expect("test executable path");
-            // target/<profile>/deps/<test> → target/<profile>
-            exe.parent()
-                .and_then(Path::parent)
-                .expect("target dir")
-                .to_path_buf()
-        });
-    let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} missing: run `cargo build --bins` first (or set RIS_BIN_DIR)",
-        path.display()
-    );
-    path
-}
+pub(crate) const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+pub(crate) const MANAGEMENT_URL: &str = "http://127.0.0.1:15672";
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -46,29 +26,43 @@ fn free_port() -> u16 {
 #[derive(Debug, Clone)]
 pub struct SystemOptions {
     pub dispatchers: usize,
+    /// `ris-api` instances, each on its own port, all sharing the database, Redis
+    /// prefix and admin key. [`System::api_url`] is the first; agents enroll (and so
+    /// heartbeat) against it unless told otherwise.
+    pub apis: usize,
     pub heartbeat_interval_secs: u32,
     pub presence_ttl_secs: u32,
+    /// Extra `RIS_*` variables for both the API and the dispatchers.
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for SystemOptions {
     fn default() -> Self {
         Self {
             dispatchers: 1,
+            apis: 1,
             heartbeat_interval_secs: 1,
             presence_ttl_secs: 4,
+            env: Vec::new(),
         }
     }
 }
 
 /// A running system. Dropping it stops everything and cleans up.
+///
+/// Set `RIS_KEEP_LOGS=1` to have the process logs copied to
+/// `/tmp/ris-e2e-logs/<database>/` when the system is dropped.
 pub struct System {
+    /// The first API instance.
     pub api_url: String,
+    /// Every API instance, in start order.
+    pub api_urls: Vec<String>,
     pub admin_key: String,
     pub database: String,
     pub redis_prefix: String,
     http: reqwest::Client,
-    api: Child,
-    dispatchers: Vec<Child>,
+    apis: Vec<ServerProc>,
+    dispatchers: Vec<ServerProc>,
     tenants: std::sync::Mutex<Vec<String>>,
     pub workdir: tempfile::TempDir,
 }
@@ -89,9 +83,8 @@ impl System {
             .expect("create database");
         let redis_prefix = crate::unique("ris-e2e-");
         let admin_key = format!("admin-{}", crate::unique(""));
-        let port = free_port();
         let workdir = tempfile::tempdir().expect("tempdir");
-        let env = [
+        let mut env = vec![
             (
                 "RIS_DATABASE_URL".to_owned(),
                 format!("postgres://postgres@127.0.0.1:5432/{database}"),
@@ -102,57 +95,55 @@ impl System {
                 opts.presence_ttl_secs.to_string(),
             ),
         ];
-        let api = spawn(
-            "ris-api",
-            &[],
-            env.iter().cloned().chain([
-                ("RIS_LISTEN".to_owned(), format!("127.0.0.1:{port}")),
-                ("RIS_BOOTSTRAP_ADMIN_KEY".to_owned(), admin_key.clone()),
-                (
-                    "RIS_HEARTBEAT_INTERVAL_SECS".to_owned(),
-                    opts.heartbeat_interval_secs.to_string(),
-                ),
-            ]),
-            &workdir.path().join("api.log"),
-        );
-        let dispatchers = (0..opts.dispatchers)
+        env.extend(opts.env.iter().cloned());
+        let apis: Vec<ServerProc> = (0..opts.apis.max(1))
             .map(|i| {
-                spawn(
-                    "ris-dispatcher",
-                    &[],
-                    env.iter()
-                        .cloned()
-                        .chain([("RIS_METRICS_LISTEN".to_owned(), "127.0.0.1:0".to_owned())]),
-                    &workdir.path().join(format!("dispatcher-{i}.log")),
-                )
+                let port = free_port();
+                let mut launch = Launch::new("ris-api", workdir.path().join(api_log(i)));
+                launch.env = env.clone();
+                launch.env.extend([
+                    ("RIS_LISTEN".to_owned(), format!("127.0.0.1:{port}")),
+                    ("RIS_BOOTSTRAP_ADMIN_KEY".to_owned(), admin_key.clone()),
+                    (
+                        "RIS_HEARTBEAT_INTERVAL_SECS".to_owned(),
+                        opts.heartbeat_interval_secs.to_string(),
+                    ),
+                ]);
+                ServerProc::start(launch, format!("http://127.0.0.1:{port}/healthz"))
             })
             .collect();
+        let dispatchers = (0..opts.dispatchers)
+            .map(|i| {
+                let port = free_port();
+                let log = workdir.path().join(format!("dispatcher-{i}.log"));
+                let mut launch = Launch::new("ris-dispatcher", log);
+                launch.env = env.clone();
+                launch
+                    .env
+                    .push(("RIS_METRICS_LISTEN".to_owned(), format!("127.0.0.1:{port}")));
+                ServerProc::start(launch, format!("http://127.0.0.1:{port}/healthz"))
+            })
+            .collect();
+        let api_urls: Vec<String> = apis
+            .iter()
+            .map(|a| a.health_url.trim_end_matches("/healthz").to_owned())
+            .collect();
         let system = System {
-            api_url: format!("http://127.0.0.1:{port}"),
+            api_url: api_urls[0].clone(),
+            api_urls,
             admin_key,
             database,
             redis_prefix,
             http: reqwest::Client::new(),
-            api,
+            apis,
             dispatchers,
             tenants: Default::default(),
             workdir,
         };
-        let health = format!("{}/healthz", system.api_url);
-        eventually(
-            "the API to answer /healthz",
-            Duration::from_secs(30),
-            || async {
-                let ok = system
-                    .http
-                    .get(&health)
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status().is_success());
-                ok.then_some(())
-            },
-        )
-        .await;
+        for api in &system.apis {
+            api.wait_healthy(&system.http, Duration::from_secs(30))
+                .await;
+        }
         system
     }
 
@@ -193,45 +184,114 @@ impl System {
             )
             .await;
         assert_eq!(status, StatusCode::CREATED, "create api key: {key}");
-        TenantClient {
+        TenantClient::new(
             name,
-            key: key["key"].as_str().expect("key").to_owned(),
-            api_url: self.api_url.clone(),
-            http: self.http.clone(),
-            workdir: self.workdir.path().to_path_buf(),
+            key["key"].as_str().expect("key").to_owned(),
+            self.api_url.clone(),
+            self.http.clone(),
+            self.workdir.path().to_path_buf(),
+        )
+    }
+
+    /// Kills the first API (SIGKILL) — for fault tests.
+    pub async fn kill_api(&mut self) {
+        self.kill_api_at(0).await;
+    }
+
+    /// Starts the first API again on the same port with the same environment, and waits
+    /// for its `/healthz`.
+    pub async fn restart_api(&mut self) {
+        self.restart_api_at(0).await;
+    }
+
+    /// Kills API instance `i` (SIGKILL) and reaps it.
+    pub async fn kill_api_at(&mut self, i: usize) {
+        self.apis[i].kill().await;
+    }
+
+    /// Starts API instance `i` again (killing it first if it runs) and waits for it.
+    pub async fn restart_api_at(&mut self, i: usize) {
+        self.apis[i].restart(&self.http).await;
+    }
+
+    /// Kills dispatcher `i` (SIGKILL) and reaps it.
+    pub async fn kill_dispatcher(&mut self, i: usize) {
+        self.dispatchers[i].kill().await;
+    }
+
+    /// Starts dispatcher `i` again (killing it first if it runs) with the same
+    /// environment and metrics port, and waits for its `/healthz`.
+    pub async fn restart_dispatcher(&mut self, i: usize) {
+        self.dispatchers[i].restart(&self.http).await;
+    }
+
+    /// Process id of dispatcher `i`, if it runs.
+    pub fn dispatcher_pid(&self, i: usize) -> Option<u32> {
+        self.dispatchers[i].pid()
+    }
+
+    /// `http://host:port` of dispatcher `i`'s metrics server (`/healthz`, `/metrics`).
+    pub fn dispatcher_metrics_url(&self, i: usize) -> String {
+        self.dispatchers[i]
+            .health_url
+            .trim_end_matches("/healthz")
+            .to_owned()
+    }
+
+    /// Waits until every API answers `/readyz` with 200 (all its dependencies up).
+    pub async fn wait_ready(&self, timeout: Duration) {
+        for url in &self.api_urls {
+            let readyz = format!("{url}/readyz");
+            eventually(&format!("{readyz} to be 200"), timeout, || async {
+                let ok = self
+                    .http
+                    .get(&readyz)
+                    .timeout(Duration::from_secs(2))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
+                ok.then_some(())
+            })
+            .await;
         }
     }
 
-    /// Kills the API (SIGKILL) — for fault tests.
-    pub async fn kill_api(&mut self) {
-        drop(self.api.kill().await);
-    }
-
+    /// The content of a log file in the workdir (`api.log`, `api-1.log`,
+    /// `dispatcher-0.log`, `agent-<tenant>-<name>.log`).
     pub fn log(&self, file: &str) -> String {
         std::fs::read_to_string(self.workdir.path().join(file)).unwrap_or_default()
     }
+
+    fn keep_logs(&self) {
+        if std::env::var_os("RIS_KEEP_LOGS").is_none() {
+            return;
+        }
+        let dest = Path::new("/tmp/ris-e2e-logs").join(&self.database);
+        if std::fs::create_dir_all(&dest).is_err() {
+            return;
+        }
+        if let Ok(entries) = std::fs::read_dir(self.workdir.path()) {
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.extension().is_some_and(|e| e == "log") {
+                    drop(std::fs::copy(&path, dest.join(entry.file_name())));
+                }
+            }
+        }
+        eprintln!("logs kept in {}", dest.display());
+    }
 }
 
-fn spawn(
-    name: &str,
-    args: &[&str],
-    env: impl IntoIterator<Item = (String, String)>,
-    log: &Path,
-) -> Child {
-    let log_file = std::fs::File::create(log).expect("log file");
-    Command::new(bin(name))
-        .args(args)
-        .envs(env)
-        .env("RUST_LOG", "info,ris=debug")
-        .stdin(Stdio::null())
-        .stdout(log_file.try_clone().expect("log file"))
-        .stderr(log_file)
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {name}: {e}"))
+/// Log file of API instance `i`: `api.log` for the first, `api-<i>.log` for the others.
+fn api_log(i: usize) -> String {
+    if i == 0 {
+        "api.log".to_owned()
+    } else {
+        format!("api-{i}.log")
+    }
 }
 
-async fn request(
+pub(crate) async fn request(
     http: &reqwest::Client,
     base: &str,
     key: &str,
@@ -254,10 +314,10 @@ async fn request(
 
 impl Drop for System {
     fn drop(&mut self) {
-        drop(self.api.start_kill());
-        for d in &mut self.dispatchers {
-            drop(d.start_kill());
+        for p in self.apis.iter_mut().chain(self.dispatchers.iter_mut()) {
+            p.start_kill();
         }
+        self.keep_logs();
         let tenants = std::mem::take(&mut *self.tenants.lock().unwrap_or_else(|e| e.into_inner()));
         let database = self.database.clone();
         // Cleanup needs async I/O; Drop is sync and may run inside a runtime, so use a
@@ -311,145 +371,5 @@ async fn cleanup(tenants: Vec<String>, database: String) {
                 .execute(format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)").as_str())
                 .await,
         );
-    }
-}
-
-/// An operator of one tenant, holding its API key.
-#[derive(Clone)]
-pub struct TenantClient {
-    pub name: String,
-    pub key: String,
-    pub api_url: String,
-    http: reqwest::Client,
-    workdir: PathBuf,
-}
-
-/// A running `ris-agent run` process.
-pub struct AgentProc {
-    pub id: String,
-    pub name: String,
-    pub state_dir: PathBuf,
-    pub child: Child,
-}
-
-impl AgentProc {
-    pub fn identity(&self) -> Value {
-        let text =
-            std::fs::read_to_string(self.state_dir.join("identity.json")).expect("identity.json");
-        serde_json::from_str(&text).expect("identity json")
-    }
-
-    pub async fn kill(&mut self) {
-        drop(self.child.kill().await);
-    }
-}
-
-impl TenantClient {
-    pub async fn request(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
-        request(&self.http, &self.api_url, &self.key, method, path, body).await
-    }
-
-    /// GET that must succeed.
-    pub async fn get(&self, path: &str) -> Value {
-        let (status, body) = self.request(Method::GET, path, None).await;
-        assert_eq!(status, StatusCode::OK, "GET {path}: {body}");
-        body
-    }
-
-    /// Submits a task; returns its id.
-    pub async fn submit(&self, body: Value) -> String {
-        let (status, resp) = self.request(Method::POST, "/v1/tasks", Some(body)).await;
-        assert_eq!(status, StatusCode::ACCEPTED, "submit: {resp}");
-        resp["id"].as_str().expect("task id").to_owned()
-    }
-
-    pub async fn enrollment_token(&self) -> String {
-        let (status, body) = self
-            .request(
-                Method::POST,
-                "/v1/agents/enrollment-tokens",
-                Some(json!({ "ttl_secs": 600 })),
-            )
-            .await;
-        assert_eq!(status, StatusCode::CREATED, "enrollment token: {body}");
-        body["token"].as_str().expect("token").to_owned()
-    }
-
-    /// Runs `ris-agent enroll` with the given arguments; returns (success, stdout+stderr).
-    pub async fn enroll_cmd(
-        &self,
-        state_dir: &Path,
-        token: &str,
-        name: &str,
-        extra: &[&str],
-    ) -> (bool, String) {
-        let out = Command::new(bin("ris-agent"))
-            .arg("enroll")
-            .args(["--api", &self.api_url, "--token", token, "--name", name])
-            .arg("--state-dir")
-            .arg(state_dir)
-            .args(extra)
-            .output()
-            .await
-            .expect("run ris-agent enroll");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.success(), text)
-    }
-
-    /// Enrolls an agent and starts `ris-agent run` for it.
-    pub async fn agent(&self, name: &str, labels: &[&str], capacity: u32) -> AgentProc {
-        let state_dir = self.workdir.join(format!("agent-{}-{name}", self.name));
-        let token = self.enrollment_token().await;
-        let mut extra: Vec<String> = labels
-            .iter()
-            .flat_map(|l| ["--label".to_owned(), (*l).to_owned()])
-            .collect();
-        extra.extend(["--capacity".to_owned(), capacity.to_string()]);
-        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
-        let (ok, output) = self.enroll_cmd(&state_dir, &token, name, &extra).await;
-        assert!(ok, "enroll {name}: {output}");
-        let child = spawn(
-            "ris-agent",
-            &[
-                "run",
-                "--state-dir",
-                state_dir.to_str().expect("utf-8 path"),
-            ],
-            [],
-            &self.workdir.join(format!("agent-{}-{name}.log", self.name)),
-        );
-        let mut agent = AgentProc {
-            id: String::new(),
-            name: name.to_owned(),
-            state_dir,
-            child,
-        };
-        agent.id = agent.identity()["enrollment"]["agent_id"]
-            .as_str()
-            .expect("agent id")
-            .to_owned();
-        agent
-    }
-
-    /// Waits until the agent shows `online` in `GET /v1/agents/{id}`.
-    pub async fn wait_online(&self, agent: &AgentProc) -> Value {
-        eventually(
-            &format!("agent {} online", agent.name),
-            Duration::from_secs(30),
-            || async {
-                let view = self.get(&format!("/v1/agents/{}", agent.id)).await;
-                (view["status"] == "online").then_some(view)
-            },
-        )
-        .await
     }
 }

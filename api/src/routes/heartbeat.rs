@@ -15,7 +15,9 @@ use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 use chrono::Utc;
+use ris_broker::{PublishOptions, EVENTS_EXCHANGE};
 use ris_presence::PresenceRecord;
+use ris_schemas::event::{AgentEventData, Event};
 use ris_schemas::heartbeat::{HeartbeatFrame, HeartbeatReply};
 use ris_schemas::ids::AgentId;
 use ris_schemas::version::V1;
@@ -127,6 +129,9 @@ async fn record(
         received_at: now,
     };
     let previous = state.presence.put(&tenant.name, agent.id, &record).await?;
+    if previous.is_none() {
+        came_online(state, tenant, agent).await?;
+    }
     let changed = previous.as_ref().is_none_or(|p| {
         let (a, b) = (&p.frame, &record.frame);
         a.addresses != b.addresses
@@ -155,6 +160,41 @@ async fn record(
         }
         *last_touch = Some(Instant::now());
     }
+    Ok(())
+}
+
+/// The first heartbeat after a silence: flag the agent online (the dispatcher's reaper
+/// flags it offline when its presence expires) and announce `agent.online`.
+async fn came_online(
+    state: &AppState,
+    tenant: &Tenant,
+    agent: &AgentRecord,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    if !state
+        .store
+        .set_agent_online(&tenant.ctx(), agent.id, true)
+        .await?
+    {
+        return Ok(());
+    }
+    tracing::info!("agent online");
+    let event = Event::agent(
+        tenant.name.as_str(),
+        AgentEventData {
+            agent_id: agent.id,
+            name: agent.name.to_string(),
+            status: "online".into(),
+        },
+    );
+    let opts = PublishOptions {
+        mandatory: Some(false),
+        message_id: Some(event.id.to_string()),
+        ..Default::default()
+    };
+    let publisher = state.brokers.publisher(&tenant.name).await?;
+    publisher
+        .publish_json(EVENTS_EXCHANGE, &event.kind, &event, opts)
+        .await?;
     Ok(())
 }
 

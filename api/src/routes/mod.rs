@@ -2,9 +2,11 @@
 
 pub mod agents;
 pub mod api_keys;
+pub mod dead_letters;
 pub mod enrollment;
 pub mod health;
 pub mod heartbeat;
+pub mod settings;
 pub mod tasks;
 pub mod tenants;
 
@@ -17,9 +19,11 @@ pub fn router() -> Router<AppState> {
     let v1 = Router::new()
         .merge(tenants::router())
         .merge(api_keys::router())
+        .merge(dead_letters::router())
         .merge(enrollment::router())
         .merge(agents::router())
         .merge(heartbeat::router())
-        .merge(tasks::router());
+        .merge(tasks::router())
+        .merge(settings::router());
     Router::new().nest("/v1", v1).merge(health::router())
 }

@@ -1,5 +1,5 @@
 //! Tasks: `POST /v1/tasks`, `GET /v1/tasks`, `GET /v1/tasks/{id}`,
-//! `GET /v1/tasks/{id}/events`.
+//! `GET /v1/tasks/{id}/events`, `POST /v1/tasks/{id}/cancel` (in [`cancel`]).
 //!
 //! A submission is written to PostgreSQL as `queued` before the 202 returns, so it is
 //! readable at once and survives anything that happens next. It is then published to
@@ -11,7 +11,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use ris_broker::{PublishOptions, SUBMIT_EXCHANGE};
-use ris_schemas::api::{Page, TaskAccepted, TaskEventView, TaskView};
+use ris_schemas::api::{AttemptView, Page, TaskAccepted, TaskEventView, TaskView};
 use ris_schemas::ids::{AgentId, TaskId};
 use ris_schemas::messages::{Submit, SubmitMessage};
 use ris_schemas::task::{Target, TaskRequest, TaskState};
@@ -24,11 +24,15 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{parse_param, ValidJson};
 use crate::state::AppState;
 
+mod cancel;
+
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/tasks", post(submit).get(list))
         .route("/tasks/{id}", get(show))
         .route("/tasks/{id}/events", get(events))
+        .route("/tasks/{id}/attempts", get(attempts))
+        .route("/tasks/{id}/cancel", post(cancel::cancel))
 }
 
 pub fn task_view(t: TaskRecord) -> TaskView {
@@ -43,6 +47,8 @@ pub fn task_view(t: TaskRecord) -> TaskView {
         result: t.result,
         created_at: t.created_at,
         updated_at: t.updated_at,
+        cancel_requested_at: t.cancel_requested_at,
+        next_attempt_at: (t.state == TaskState::Retrying).then_some(t.next_placement_at),
     }
 }
 
@@ -253,6 +259,34 @@ async fn events(
     let events = state.store.task_events(&caller.tenant, id).await?;
     Ok(Json(Page {
         items: events.into_iter().map(event_view).collect(),
+        next_cursor: None,
+    }))
+}
+
+async fn attempts(
+    State(state): State<AppState>,
+    caller: TenantCaller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Page<AttemptView>>> {
+    let id: TaskId = parse_param("id", &id)?;
+    if state.store.get_task(&caller.tenant, id).await?.is_none() {
+        return Err(ApiError::not_found("task"));
+    }
+    let items = state
+        .store
+        .attempt_results(&caller.tenant, id)
+        .await?
+        .into_iter()
+        .map(|a| AttemptView {
+            attempt: a.attempt,
+            agent_id: a.agent_id,
+            result: a.result,
+            started_at: a.started_at,
+            finished_at: a.finished_at,
+        })
+        .collect();
+    Ok(Json(Page {
+        items,
         next_cursor: None,
     }))
 }
