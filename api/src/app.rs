@@ -40,15 +40,13 @@ impl App {
         let _ = ris_runtime::prometheus();
         let store = PgStore::connect_lazy(&config.database_url, config.database_max_connections)
             .context("configuring the PostgreSQL pool")?;
-        store
-            .migrate()
+        ris_runtime::at_startup("postgres", || store.migrate())
             .await
             .context("running database migrations")?;
-        let presence = Presence::connect(
-            &config.redis_url,
-            &config.redis_prefix,
-            Duration::from_secs(u64::from(config.presence_ttl_secs)),
-        )
+        let presence_ttl = Duration::from_secs(u64::from(config.presence_ttl_secs));
+        let presence = ris_runtime::at_startup("redis", || {
+            Presence::connect(&config.redis_url, &config.redis_prefix, presence_ttl)
+        })
         .await
         .context("connecting to Redis")?;
         let management = Management::new(&config.broker)

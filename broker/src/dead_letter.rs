@@ -57,9 +57,16 @@ pub async fn dead_letter(
 }
 
 /// The original properties minus `expiration` and `user_id`, persistent, with the
-/// dead-letter headers added to the original ones.
+/// dead-letter headers added to the original ones. Incoming `x-ris-dead-*` headers are
+/// dropped first: only this function may set them (a publisher could otherwise forge
+/// `x-ris-dead-user-id` and have a replay go out as another user).
 fn parked_properties(original: &BasicProperties, source: &str, reason: &str) -> BasicProperties {
-    let mut headers = original.headers().clone().unwrap_or_default();
+    let mut headers = lapin::types::FieldTable::default();
+    for (name, value) in original.headers().iter().flat_map(|h| h.inner()) {
+        if !name.as_str().starts_with("x-ris-dead-") {
+            headers.insert(name.clone(), value.clone());
+        }
+    }
     let mut put = |name: &str, value: &str| {
         headers.insert(ShortString::from(name), AMQPValue::LongString(value.into()));
     };

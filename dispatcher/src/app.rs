@@ -31,15 +31,13 @@ impl App {
         let _ = ris_runtime::prometheus();
         let store = PgStore::connect_lazy(&config.database_url, config.database_max_connections)
             .context("configuring the PostgreSQL pool")?;
-        store
-            .migrate()
+        ris_runtime::at_startup("postgres", || store.migrate())
             .await
             .context("running database migrations")?;
-        let presence = Presence::connect(
-            &config.redis_url,
-            &config.redis_prefix,
-            Duration::from_secs(u64::from(config.presence_ttl_secs)),
-        )
+        let presence_ttl = Duration::from_secs(u64::from(config.presence_ttl_secs));
+        let presence = ris_runtime::at_startup("redis", || {
+            Presence::connect(&config.redis_url, &config.redis_prefix, presence_ttl)
+        })
         .await
         .context("connecting to Redis")?;
         let metrics_listener = TcpListener::bind(config.metrics_listen)
@@ -72,7 +70,7 @@ impl App {
         tracker.spawn(tenants::supervise(ctx.clone()));
         tracker.spawn(sweeper::run(ctx.clone()));
         tracker.spawn(reaper::run(ctx.clone()));
-        tracker.spawn(http::serve(self.metrics_listener, shutdown.clone()));
+        tracker.spawn(http::serve(self.metrics_listener, ctx.clone()));
         tracker.close();
         shutdown.cancelled().await;
         if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())

@@ -84,9 +84,16 @@ pub async fn handle(
             agent_id = %expired.agent_id,
             "assignment expired before its agent took it"
         );
-        // TODO(lead): recovery::on_expired_assignment
-        // crate::recovery::on_expired_assignment(ctx, tenant, publisher, expired).await;
-        let _ = (publisher, expired);
+        let lapsed = crate::recovery::assignment_lapsed(
+            ctx,
+            tenant,
+            publisher,
+            expired.task_id,
+            expired.attempt,
+        );
+        if let Err(crate::retry::Stop::Shutdown) = lapsed.await {
+            return Handled::Released; // handled again after a restart
+        }
     }
     ack(&delivery).await
 }

@@ -7,6 +7,8 @@
 //! - [`shutdown_token`]: one [`CancellationToken`] cancelled on SIGTERM or SIGINT, handed
 //!   down from `main` to every long-running loop.
 //! - [`prometheus`]: the process-wide Prometheus recorder behind `/metrics`.
+//! - [`at_startup`]: retries a dependency a process cannot start without (PostgreSQL
+//!   while migrating, Redis), so the processes may start before their dependencies.
 
 use std::sync::OnceLock;
 
@@ -94,4 +96,27 @@ pub fn load_config<T: Default + Serialize + DeserializeOwned>() -> Result<T, Box
         .merge(Env::prefixed("RIS_").split("__").ignore(&["config"]))
         .extract()
         .map_err(Box::new)
+}
+
+/// How long a process keeps trying to reach a dependency it cannot start without.
+pub const STARTUP_PATIENCE: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Runs `op` until it succeeds, with exponential backoff and jitter, for at most
+/// [`STARTUP_PATIENCE`]; logs each failure. Then the last error is returned.
+pub async fn at_startup<T, E, F, Fut>(what: &'static str, op: F) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+    E: std::fmt::Display,
+{
+    use backon::{ExponentialBuilder, Retryable};
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(std::time::Duration::from_millis(200))
+        .with_max_delay(std::time::Duration::from_secs(5))
+        .with_jitter()
+        .with_total_delay(Some(STARTUP_PATIENCE))
+        .without_max_times();
+    op.retry(backoff)
+        .notify(|err: &E, delay| tracing::warn!(dependency = what, error = %err, retry_in = ?delay, "not reachable yet"))
+        .await
 }

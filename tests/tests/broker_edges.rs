@@ -6,10 +6,10 @@
 
 use std::time::Duration;
 
-use ris_broker::lapin::options::{BasicConsumeOptions, BasicGetOptions};
-use ris_broker::lapin::types::{AMQPValue, FieldTable};
+use ris_broker::lapin::options::BasicConsumeOptions;
+use ris_broker::lapin::types::FieldTable;
 use ris_broker::{BrokerConfig, PublishOptions, Publisher};
-use ris_tests::{wait_for_task, AgentProc, System};
+use ris_tests::{eventually, wait_for_task, AgentProc, System};
 use serde_json::{json, Value};
 
 async fn admin_publisher(vhost: &str) -> (ris_broker::lapin::Connection, Publisher) {
@@ -20,13 +20,6 @@ async fn admin_publisher(vhost: &str) -> (ris_broker::lapin::Connection, Publish
     (conn, publisher)
 }
 
-fn header(headers: &FieldTable, name: &str) -> Option<String> {
-    match headers.inner().get(name)? {
-        AMQPValue::LongString(s) => Some(s.to_string()),
-        other => Some(format!("{other:?}")),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn garbage_is_dead_lettered_with_a_reason_while_valid_tasks_flow() {
     let system = System::start().await;
@@ -34,7 +27,7 @@ async fn garbage_is_dead_lettered_with_a_reason_while_valid_tasks_flow() {
     let agent = tenant.agent("dl", &["env=test"], 2).await;
     tenant.wait_online(&agent).await;
     let vhost = format!("ris.{}", tenant.name);
-    let (conn, publisher) = admin_publisher(&vhost).await;
+    let (_conn, publisher) = admin_publisher(&vhost).await;
 
     publisher
         .publish_bytes(
@@ -69,34 +62,24 @@ async fn garbage_is_dead_lettered_with_a_reason_while_valid_tasks_flow() {
         .await;
     wait_for_task(&tenant, &id, "completed").await;
 
-    let channel = conn.create_channel().await.unwrap();
-    let mut reasons = Vec::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    while reasons.len() < 3 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "dead letters so far: {reasons:?}"
-        );
-        match channel
-            .basic_get("ris.dead".into(), BasicGetOptions { no_ack: true })
-            .await
-            .unwrap()
-        {
-            Some(msg) => {
-                let headers = msg
-                    .delivery
-                    .properties
-                    .headers()
-                    .clone()
-                    .unwrap_or_default();
-                reasons.push((
-                    header(&headers, "x-ris-dead-source").unwrap_or_default(),
-                    header(&headers, "x-ris-dead-reason").unwrap_or_default(),
-                ));
-            }
-            None => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
+    // Dead letters are parked on ris.dead with their reason, then listed by the API.
+    let mut reasons: Vec<(String, String)> =
+        eventually("three dead letters", Duration::from_secs(15), || async {
+            let page = tenant.get("/v1/dead-letters").await;
+            let items = page["items"].as_array().cloned().unwrap_or_default();
+            (items.len() == 3).then(|| {
+                items
+                    .iter()
+                    .map(|d| {
+                        (
+                            d["source_queue"].as_str().unwrap_or_default().to_owned(),
+                            d["reason"].as_str().unwrap_or_default().to_owned(),
+                        )
+                    })
+                    .collect()
+            })
+        })
+        .await;
     reasons.sort();
     assert_eq!(reasons[0].0, "ris.results");
     assert!(reasons[0].1.contains("unparseable report"), "{reasons:?}");

@@ -211,3 +211,39 @@ async fn without_agent_lost_in_its_policy_a_running_task_fails() {
     assert_eq!(task["reason"], "agent_lost");
     assert_eq!(task["attempts"], 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_assignment_not_started_in_time_expires_through_the_broker() {
+    let system = System::start().await;
+    let tenant = system.tenant().await;
+    let agent = tenant.agent("slow", &["role=slow"], 1).await;
+    tenant.wait_online(&agent).await;
+    let target = json!({ "agent_id": agent.id });
+    // One running, one held by the agent waiting for its slot: a third waits in the queue.
+    let mut busy = Vec::new();
+    for _ in 0..2 {
+        busy.push(tenant.submit(json!({ "target": target, "task": { "kind": "shell", "argv": ["sleep", "20"] } })).await);
+    }
+    wait_for_task(&tenant, &busy[0], "executing").await;
+    let late = tenant
+        .submit(json!({ "target": target, "queue_timeout_secs": 3, "task": { "kind": "noop" } }))
+        .await;
+    let task = wait_for_task(&tenant, &late, "failed").await;
+    assert_eq!(task["reason"], "queue_timeout", "{task}");
+    assert_eq!(
+        task["attempts"], 1,
+        "it was assigned once, and never started"
+    );
+    let history = states(&tenant, &late).await;
+    assert_eq!(history, ["queued", "routing", "failed"], "{history:?}");
+    // The broker's dead letter is there for the operator to see.
+    let dead = tenant.get("/v1/dead-letters").await;
+    assert!(
+        dead["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["reason"] == "expired"),
+        "{dead:#}"
+    );
+}

@@ -14,9 +14,10 @@ use crate::TenantClient;
 /// Requests in flight while reading back.
 const READ_CONCURRENCY: usize = 16;
 /// When tasks are lost, how much longer the check follows them to tell "recovered late"
-/// from "stuck" in the report (only failing runs pay for it). Longer than the
-/// dispatchers' 60 s stale-routing threshold.
-const DIAGNOSE_FOR: Duration = Duration::from_secs(75);
+/// from "stuck" in the report (only failing runs pay for it). With the recovery window
+/// before it, this outlasts the dispatchers' 60 s stale-routing threshold (counted from
+/// the placement).
+const DIAGNOSE_FOR: Duration = Duration::from_secs(45);
 
 /// Waits up to `recovery` for every task of `run` to be terminal, then reads each back
 /// and tallies the [`Report`] for `scenario`. Tasks still not terminal are lost; the
