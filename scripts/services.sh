@@ -22,6 +22,7 @@ install_missing() {
   command -v rabbitmq-server >/dev/null || pkgs+=(rabbitmq-server)
   command -v curl >/dev/null || pkgs+=(curl)
   command -v psql >/dev/null || pkgs+=(postgresql-client)
+  command -v iptables >/dev/null || pkgs+=(iptables)
   if [ ${#pkgs[@]} -gt 0 ]; then
     log "installing ${pkgs[*]}"
     as_root apt-get update -qq

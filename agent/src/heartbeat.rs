@@ -119,7 +119,7 @@ pub async fn run(
 fn new_backoff() -> impl Iterator<Item = Duration> {
     ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(200))
-        .with_max_delay(Duration::from_secs(10))
+        .with_max_delay(Duration::from_secs(2))
         .with_jitter()
         .without_max_times()
         .build()

@@ -27,7 +27,8 @@ pub struct Config {
     pub bootstrap_admin_key: Option<String>,
     /// Seconds between agent heartbeats (told to agents at enrollment).
     pub heartbeat_interval_secs: u32,
-    /// Seconds without a heartbeat after which an agent counts as offline.
+    /// Seconds without a heartbeat after which an agent shows offline (the dispatcher
+    /// declares it lost `agent_lost_grace_ms` later).
     pub presence_ttl_secs: u32,
 }
 
@@ -42,7 +43,7 @@ impl Default for Config {
             broker: BrokerConfig::default(),
             bootstrap_admin_key: None,
             heartbeat_interval_secs: 5,
-            presence_ttl_secs: 15,
+            presence_ttl_secs: 10,
         }
     }
 }

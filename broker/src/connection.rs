@@ -84,12 +84,13 @@ pub async fn connect_admin(
     connect(cfg, vhost, &cfg.username, &cfg.password, connection_name).await
 }
 
-/// The reconnect backoff: exponential with jitter, 100 ms to 10 s, never giving up.
+/// The reconnect backoff: exponential with jitter, 100 ms to 3 s, never giving up (a
+/// short ceiling: after a broker restart every client should be back within seconds).
 fn reconnect_backoff() -> ExponentialBuilder {
     ExponentialBuilder::default()
         .with_jitter()
         .with_min_delay(Duration::from_millis(100))
-        .with_max_delay(Duration::from_secs(10))
+        .with_max_delay(Duration::from_secs(3))
         .without_max_times()
 }
 

@@ -15,8 +15,11 @@ pub struct Config {
     pub redis_url: String,
     pub redis_prefix: String,
     pub broker: BrokerConfig,
-    /// Seconds without a heartbeat after which an agent counts as offline.
+    /// Seconds a heartbeat keeps an agent present (must match the API's).
     pub presence_ttl_secs: u32,
+    /// How long past its presence an agent must stay silent before the reaper declares
+    /// it lost (offline, its tasks recovered).
+    pub agent_lost_grace_ms: u64,
     /// Where `/healthz` and `/metrics` are served.
     pub metrics_listen: SocketAddr,
     /// How often the tenant list is re-read to start or stop tenant workers.
@@ -35,7 +38,8 @@ impl Default for Config {
             redis_url: "redis://127.0.0.1:6379".into(),
             redis_prefix: "ris".into(),
             broker: BrokerConfig::default(),
-            presence_ttl_secs: 15,
+            presence_ttl_secs: 10,
+            agent_lost_grace_ms: 5000,
             metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
             tenant_refresh_ms: 1000,
             sweep_interval_ms: 250,

@@ -93,6 +93,7 @@ pub async fn place(
     if !matches!(task.state, TaskState::Queued | TaskState::Retrying) {
         return Placed::NotWaiting;
     }
+    let step = Step::start();
     let agents = match until_ok("list_agents", &ctx.shutdown, || {
         targets(ctx, tenant, &task.request.target)
     })
@@ -107,6 +108,7 @@ pub async fn place(
         }
         return Placed::NoAgent;
     }
+    let step = step.next("targets");
     let candidates = match until_ok("presence", &ctx.shutdown, || {
         candidates(ctx, tenant, &agents)
     })
@@ -119,6 +121,7 @@ pub async fn place(
         return Placed::NoAgent;
     };
     tracing::Span::current().record("agent_id", tracing::field::display(agent));
+    let step = step.next("candidates");
     let task = match until_ok("begin_attempt", &ctx.shutdown, || {
         ctx.store.begin_attempt(tenant, task.id, agent)
     })
@@ -128,7 +131,24 @@ pub async fn place(
         Ok(_) => return Placed::NotWaiting,
         Err(stop) => return stopped(stop),
     };
+    step.next("begin_attempt");
     assign(ctx, tenant, publisher, task, agent).await
+}
+
+/// Times the steps of a placement: `ris_placement_step_seconds{step}`, so a slow step
+/// shows on `/metrics` (see docs/benchmarks.md).
+struct Step(std::time::Instant);
+
+impl Step {
+    fn start() -> Self {
+        Step(std::time::Instant::now())
+    }
+
+    fn next(self, name: &'static str) -> Self {
+        metrics::histogram!("ris_placement_step_seconds", "step" => name)
+            .record(self.0.elapsed().as_secs_f64());
+        Step::start()
+    }
 }
 
 async fn targets(
@@ -175,6 +195,23 @@ async fn candidates(
 }
 
 /// Publishes the assignment for the attempt just recorded.
+/// Publishes the assignment of `task`'s current attempt again, to the agent it was
+/// placed on. For a submission redelivered after a dispatcher died between recording a
+/// placement and publishing it: the message may or may not exist, and a second copy is
+/// harmless (the agent's journal runs an attempt once).
+pub async fn republish(
+    ctx: &Context,
+    tenant: &TenantCtx,
+    publisher: &Publisher,
+    task: TaskRecord,
+) -> Placed {
+    let Some(agent) = task.agent_id.filter(|_| task.state == TaskState::Routing) else {
+        return Placed::NotWaiting;
+    };
+    tracing::info!(task_id = %task.id, attempt = task.attempts, %agent, "re-publishing the assignment of a redelivered submission");
+    assign(ctx, tenant, publisher, task, agent).await
+}
+
 async fn assign(
     ctx: &Context,
     tenant: &TenantCtx,
@@ -208,6 +245,7 @@ async fn assign(
         expiration_ms: Some(window.as_millis() as u64),
         ..PublishOptions::default()
     };
+    let step = Step::start();
     if let Err(err) = publisher
         .publish_json(AGENTS_EXCHANGE, &agent.to_string(), &message, opts)
         .await
@@ -225,6 +263,7 @@ async fn assign(
         }
         return Placed::PublishFailed;
     }
+    let step = step.next("publish");
     // Counts against the agent until the task could no longer be running.
     let expires = Utc::now() + Duration::seconds(i64::from(request.timeout_secs.secs()) + 60);
     if let Err(err) = ctx
@@ -234,7 +273,9 @@ async fn assign(
     {
         tracing::warn!(error = %err, "in-flight count not recorded");
     }
+    let step = step.next("inflight");
     events::task_changed(publisher, &tenant.name, &task).await;
+    step.next("event");
     tracing::debug!(attempt, "task assigned");
     Placed::Assigned { agent, attempt }
 }

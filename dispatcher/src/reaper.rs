@@ -1,15 +1,18 @@
 //! The agent reaper: notices agents that stopped heartbeating.
 //!
 //! Presence is a Redis key renewed by each heartbeat; when it expires the agent has been
-//! silent for `presence_ttl_secs` (default 15 s). Every few seconds one dispatcher (the
-//! holder of the `reaper` lease in Redis, so instances never do this twice at once)
-//! compares the agents marked online in PostgreSQL with their presence, marks the silent
-//! ones offline, announces `agent.offline`, and recovers their tasks
-//! ([`recovery::agent_lost`]). The API marks an agent online again on its first
-//! heartbeat.
+//! silent for `presence_ttl_secs` (default 10 s). Every 2 s one dispatcher (the holder
+//! of the `reaper` lease in Redis, so instances never do this twice at once) compares
+//! the agents marked online in PostgreSQL with their presence. An agent must be seen
+//! absent for `agent_lost_grace_ms` more (default 5 s; 15 s of silence in all) before
+//! it is declared lost: a Redis restart wipes every presence key at once, and an agent
+//! reconnecting its heartbeat after an API restart needs a moment; neither should cost
+//! running work. A lost agent is marked offline, `agent.offline` is announced, and its
+//! tasks are recovered ([`recovery::agent_lost`]). The API marks an agent online again
+//! on its first heartbeat.
 
-use std::collections::BTreeMap;
-use std::time::Duration;
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
 
 use ris_schemas::ids::AgentId;
 use ris_store::{AgentRecord, Tenant};
@@ -23,6 +26,11 @@ const INTERVAL: Duration = Duration::from_secs(2);
 const LEASE: Duration = Duration::from_secs(10);
 
 pub async fn run(ctx: Context) {
+    let grace = Duration::from_millis(ctx.config.agent_lost_grace_ms);
+    // When this process first saw each online-flagged agent without presence. Held in
+    // memory: a new lease holder starts counting afresh, which only errs on the side of
+    // waiting longer.
+    let mut absent_since: HashMap<AgentId, Instant> = HashMap::new();
     let mut tick = tokio::time::interval(INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -31,14 +39,14 @@ pub async fn run(ctx: Context) {
             _ = tick.tick() => {}
         }
         match ctx.presence.lease("reaper", &ctx.instance, LEASE).await {
-            Ok(true) => reap(&ctx).await,
-            Ok(false) => {}
+            Ok(true) => reap(&ctx, &mut absent_since, grace).await,
+            Ok(false) => absent_since.clear(),
             Err(err) => tracing::warn!(error = %err, "reaper lease unavailable"),
         }
     }
 }
 
-async fn reap(ctx: &Context) {
+async fn reap(ctx: &Context, absent_since: &mut HashMap<AgentId, Instant>, grace: Duration) {
     let online = match ctx.store.online_agents().await {
         Ok(a) => a,
         Err(err) => return tracing::warn!(error = %err, "reaper cannot list agents"),
@@ -58,25 +66,32 @@ async fn reap(ctx: &Context) {
             Err(err) => return tracing::warn!(error = %err, "reaper cannot read presence"),
         };
         for (agent, present) in agents.iter().zip(presence) {
-            if present.is_none() {
-                lost(ctx, &tenant, agent).await;
+            if present.is_some() {
+                absent_since.remove(&agent.id);
+                continue;
+            }
+            let since = *absent_since.entry(agent.id).or_insert_with(Instant::now);
+            if since.elapsed() >= grace && lost(ctx, &tenant, agent).await {
+                absent_since.remove(&agent.id);
             }
         }
     }
 }
 
-async fn lost(ctx: &Context, tenant: &Tenant, agent: &AgentRecord) {
+/// Recovers a lost agent's tasks and marks it offline; `false` if that must be tried
+/// again next round.
+async fn lost(ctx: &Context, tenant: &Tenant, agent: &AgentRecord) -> bool {
     // Without the tenant's connection the tasks cannot be recovered: try next round.
     let Some(publisher) = ctx.publisher(&tenant.name) else {
-        return;
+        return false;
     };
     let tenant_ctx = tenant.ctx();
-    tracing::warn!(tenant = %tenant.name, agent_id = %agent.id, "agent silent past its presence TTL: offline");
+    tracing::warn!(tenant = %tenant.name, agent_id = %agent.id, "agent silent past its presence TTL and grace: lost");
     if recovery::agent_lost(ctx, &tenant_ctx, &publisher, agent)
         .await
         .is_err()
     {
-        return; // shutting down, or a permanent store error (logged): next round
+        return false; // shutting down, or a permanent store error (logged): next round
     }
     match ctx
         .store
@@ -85,6 +100,10 @@ async fn lost(ctx: &Context, tenant: &Tenant, agent: &AgentRecord) {
     {
         Ok(true) => events::agent_changed(&publisher, &tenant.name, agent, false).await,
         Ok(false) => {}
-        Err(err) => tracing::warn!(error = %err, "could not mark the agent offline"),
+        Err(err) => {
+            tracing::warn!(error = %err, "could not mark the agent offline");
+            return false;
+        }
     }
+    true
 }

@@ -8,12 +8,17 @@
 
 use std::time::Duration;
 
+use chrono::Utc;
+use ris_schemas::task::TaskState;
+
 use crate::context::Context;
 use crate::events;
 use crate::placement;
 use crate::recovery;
 
 const BATCH: i64 = 200;
+/// How long the sweep leaves a new task to its submission message.
+const SUBMIT_GRACE: chrono::Duration = chrono::Duration::seconds(2);
 /// How long a claimed task is hidden from other sweeps.
 const LEASE: Duration = Duration::from_secs(1);
 
@@ -72,9 +77,15 @@ async fn place_waiting(ctx: &Context) {
         Ok(c) => c,
         Err(err) => return tracing::warn!(error = %err, "placement sweep failed"),
     };
+    let settled = Utc::now() - SUBMIT_GRACE;
     for (tenant, task) in claimed {
         if ctx.shutdown.is_cancelled() {
             return;
+        }
+        // A brand-new task's submission message is on its way to a dispatcher; racing
+        // it would only double the work.
+        if task.state == TaskState::Queued && task.attempts == 0 && task.created_at > settled {
+            continue;
         }
         // Until the tenant's worker is connected there is no publisher; the lease
         // expires and a later sweep retries.

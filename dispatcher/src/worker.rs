@@ -14,6 +14,9 @@ use ris_store::Tenant;
 use tokio_util::sync::CancellationToken;
 
 use crate::context::Context;
+
+/// Confirm-mode channels for mandatory publishes per tenant connection.
+const PUBLISH_LANES: usize = 32;
 use crate::{dead_letters, results, submit};
 
 #[tracing::instrument(skip_all, fields(tenant = %tenant.name))]
@@ -59,7 +62,9 @@ async fn serve(
     stop: &CancellationToken,
 ) -> Result<(), BrokerError> {
     let prefetch = ctx.config.consumer_concurrency.max(1);
-    let publisher = Publisher::new(conn).await?;
+    // Assignments are mandatory publishes, one in flight per lane: enough lanes that
+    // confirm latency does not cap placements per second.
+    let publisher = Publisher::with_lanes(conn, PUBLISH_LANES).await?;
     let submit_channel = conn.create_channel().await?;
     let results_channel = conn.create_channel().await?;
     let dead_channel = conn.create_channel().await?;

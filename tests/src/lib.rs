@@ -17,8 +17,12 @@
 //! - [`wait`](eventually): polling with a deadline;
 //! - [`load`]: a load driver and the exactly-once check of fault tests;
 //! - [`services`]: restarting the shared RabbitMQ, PostgreSQL and Redis, with a guard that
-//!   always brings them back.
+//!   always brings them back;
+//! - [`CutOff`]: cutting an agent run as its own uid off the network (iptables), with a
+//!   guard that always reconnects it.
 
+mod cleanup;
+mod cutoff;
 pub mod load;
 mod process;
 pub mod services;
@@ -26,6 +30,7 @@ mod system;
 mod tenant;
 mod wait;
 
+pub use cutoff::CutOff;
 pub use system::{System, SystemOptions};
 pub use tenant::{AgentOptions, AgentProc, TenantClient};
 pub use wait::{eventually, wait_for_task};

@@ -13,10 +13,12 @@
 //!
 //! # What it submits
 //! `rate_per_sec` tasks a second for `duration` (at most `max_tasks`), cycling through
-//! four kinds of shell script — quick (`true`), short (`sleep 0.2`), long (`sleep 1`) and
-//! failing (`exit 3`) — and through `selectors`. Every script first appends its sequence
-//! number to a per-run file in the workdir, so the check can count how many times each
-//! task really ran. Each task carries `load_run` and `load_seq` metadata.
+//! four kinds of shell script — quick (`true`), short (`sleep 0.2`), long (`sleep 1`, or
+//! `long_secs`) and failing (`exit 3`) — and through `selectors`. Every script first
+//! appends its sequence number to a per-run file in the workdir, so the check can count
+//! how many times each task really ran. Each task carries `load_run` and `load_seq`
+//! metadata, and, when `retry_policy` is set, every other task (even sequence numbers)
+//! carries that policy as its `retry`.
 //!
 //! # Faults while submitting
 //! A submission that meets a connection error, a timeout or a 5xx is retried (with the
@@ -26,17 +28,22 @@
 //!
 //! # The check ([`check`])
 //! Waits up to `recovery` for every task of the run to be terminal, then reads each back
-//! (`GET /v1/tasks/{id}` and `/events`) and counts, per the [`Report`]:
+//! (`GET /v1/tasks/{id}`, `/events` and `/attempts`) and counts, per the [`Report`]:
 //! - **lost**: acknowledged by a 202 but not readable, or not terminal after the
-//!   recovery window;
-//! - **duplicates**: more than one terminal event, two tasks for one submission, or a
-//!   script that ran more times than the task had attempts;
+//!   recovery window (the check then follows such tasks a while longer and says whether
+//!   they ended late or stayed stuck);
+//! - **duplicates**: more than one terminal event, two results for one attempt, two
+//!   tasks for one submission, or a script that ran more times than the task had
+//!   attempts;
+//! - **re-runs** (reported, not failed on): work that ran once per attempt but more than
+//!   once in all, i.e. a retry re-ran work whose earlier attempt had really run;
 //! - **lifecycle violations**: events that do not start at `queued`, do not follow
 //!   [`TaskState::transition`](ris_schemas::task::TaskState::transition), or do not end
 //!   in the task's current state.
 
 mod check;
 mod driver;
+mod history;
 mod report;
 
 use std::path::PathBuf;
@@ -107,6 +114,12 @@ pub struct LoadOptions {
     pub give_up_after: Duration,
     /// `timeout_secs` of every task.
     pub task_timeout_secs: u32,
+    /// The `retry` field of the tasks with an even sequence number (half the load, of
+    /// every kind but the failing one); the others carry none. `None`: no task carries
+    /// one.
+    pub retry_policy: Option<serde_json::Value>,
+    /// How long [`Work::Long`] sleeps, in seconds.
+    pub long_secs: u32,
 }
 
 impl Default for LoadOptions {
@@ -121,6 +134,8 @@ impl Default for LoadOptions {
             api_urls: Vec::new(),
             give_up_after: Duration::from_secs(45),
             task_timeout_secs: 30,
+            retry_policy: None,
+            long_secs: 1,
         }
     }
 }
@@ -132,7 +147,7 @@ pub enum Work {
     Quick,
     /// `sleep 0.2`
     Short,
-    /// `sleep 1`
+    /// `sleep 1` ([`LoadOptions::long_secs`])
     Long,
     /// `exit 3`: must end `failed` with reason `exit_status`.
     Fail,
@@ -149,18 +164,27 @@ impl Work {
         }
     }
 
-    fn tail(self) -> &'static str {
+    fn tail(self, long_secs: u32) -> String {
         match self {
-            Work::Quick => "true",
-            Work::Short => "sleep 0.2",
-            Work::Long => "sleep 1",
-            Work::Fail => "exit 3",
+            Work::Quick => "true".to_owned(),
+            Work::Short => "sleep 0.2".to_owned(),
+            Work::Long => format!("sleep {long_secs}"),
+            Work::Fail => "exit 3".to_owned(),
         }
     }
 
     /// The shell script: record the run, then do the work.
     pub fn script(self, seq: u64, runs_file: &std::path::Path) -> String {
-        format!("echo {seq} >> '{}'; {}", runs_file.display(), self.tail())
+        self.script_with(seq, runs_file, 1)
+    }
+
+    /// [`Work::script`] with [`Work::Long`] sleeping `long_secs`.
+    pub fn script_with(self, seq: u64, runs_file: &std::path::Path, long_secs: u32) -> String {
+        format!(
+            "echo {seq} >> '{}'; {}",
+            runs_file.display(),
+            self.tail(long_secs)
+        )
     }
 
     /// `(state, reason)` the task should end in when nothing goes wrong.

@@ -2,8 +2,25 @@
 
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
 
-use ris_tests::{wait_for_task, System};
+use std::time::Duration;
+
+use ris_tests::{eventually, wait_for_task, AgentProc, System, TenantClient};
 use serde_json::json;
+
+/// Waits until the agent's last heartbeat reports no running task: one that just
+/// finished may still be reported for up to one heartbeat interval, and placement
+/// believes the heartbeat.
+async fn wait_idle(tenant: &TenantClient, agent: &AgentProc) {
+    eventually(
+        &format!("agent {} to report no running task", agent.name),
+        Duration::from_secs(10),
+        || async {
+            let view = tenant.get(&format!("/v1/agents/{}", agent.id)).await;
+            (view["load"]["running"] == 0).then_some(())
+        },
+    )
+    .await;
+}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn busy_agent_is_passed_over_for_idle_one() {
@@ -21,6 +38,7 @@ async fn busy_agent_is_passed_over_for_idle_one() {
             .submit(json!({ "target": { "agent_id": busy.id }, "task": { "kind": "shell", "argv": ["sleep", "3"] } }))
             .await;
         wait_for_task(&tenant, &long, "executing").await;
+        wait_idle(&tenant, idle).await;
         let id = tenant
             .submit(json!({ "target": { "selector": "pool=web" }, "task": { "kind": "shell", "argv": ["true"] } }))
             .await;

@@ -59,15 +59,16 @@ async fn read_back(
                 // Acknowledged: read back the id the 202 gave. Otherwise, whatever the
                 // listing found (a submission stored although its 202 never arrived).
                 let id = sub.task_id.clone().or_else(|| tasks.first().cloned());
-                let (task, events, read_error) = match &id {
+                let read = match &id {
                     Some(id) => api.read(id).await,
-                    None => (None, Vec::new(), None),
+                    None => Readback::default(),
                 };
                 Seen {
                     submission: sub.clone(),
-                    task,
-                    events,
-                    read_error,
+                    task: read.task,
+                    events: read.events,
+                    attempts: read.attempts,
+                    read_error: read.error,
                     tasks_for_submission: tasks.len(),
                     runs,
                 }
@@ -153,6 +154,15 @@ pub(super) fn is_terminal(task: &Value) -> bool {
     )
 }
 
+/// What [`Reader::read`] got for one task.
+#[derive(Default)]
+struct Readback {
+    task: Option<Value>,
+    events: Vec<Value>,
+    attempts: Vec<Value>,
+    error: Option<String>,
+}
+
 /// Reads through the API, retrying transport errors and 5xx for a few seconds (the
 /// API may still be recovering from the fault).
 struct Reader {
@@ -222,24 +232,33 @@ impl Reader {
         }
     }
 
-    /// The task and its events, or why they could not be read.
-    async fn read(&self, id: &str) -> (Option<Value>, Vec<Value>, Option<String>) {
-        let task = match self.get(&format!("/v1/tasks/{id}")).await {
-            Ok((StatusCode::OK, task)) => task,
-            Ok((status, body)) => return (None, Vec::new(), Some(format!("{status} {body}"))),
-            Err(e) => return (None, Vec::new(), Some(e)),
-        };
-        match self.get(&format!("/v1/tasks/{id}/events")).await {
-            Ok((StatusCode::OK, events)) => {
-                let items = events["items"].as_array().cloned().unwrap_or_default();
-                (Some(task), items, None)
-            }
-            Ok((status, body)) => (
-                Some(task),
-                Vec::new(),
-                Some(format!("events: {status} {body}")),
-            ),
-            Err(e) => (Some(task), Vec::new(), Some(format!("events: {e}"))),
+    /// The task, its events and its attempts' results, or why they could not be read.
+    async fn read(&self, id: &str) -> Readback {
+        let mut out = Readback::default();
+        match self.get(&format!("/v1/tasks/{id}")).await {
+            Ok((StatusCode::OK, task)) => out.task = Some(task),
+            Ok((status, body)) => out.error = Some(format!("{status} {body}")),
+            Err(e) => out.error = Some(e),
+        }
+        if out.task.is_none() {
+            return out;
+        }
+        match self.items(&format!("/v1/tasks/{id}/events")).await {
+            Ok(items) => out.events = items,
+            Err(e) => out.error = Some(format!("events: {e}")),
+        }
+        match self.items(&format!("/v1/tasks/{id}/attempts")).await {
+            Ok(items) => out.attempts = items,
+            Err(e) => out.error = Some(format!("attempts: {e}")),
+        }
+        out
+    }
+
+    /// `items` of a one-page list.
+    async fn items(&self, path: &str) -> Result<Vec<Value>, String> {
+        match self.get(path).await? {
+            (StatusCode::OK, page) => Ok(page["items"].as_array().cloned().unwrap_or_default()),
+            (status, body) => Err(format!("{status} {body}")),
         }
     }
 }

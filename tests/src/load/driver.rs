@@ -31,6 +31,8 @@ pub struct Submission {
     pub errors: Vec<String>,
     /// A 4xx other than 408/429: the API refused the submission outright.
     pub rejected: bool,
+    /// The task carries [`LoadOptions::retry_policy`](super::LoadOptions::retry_policy).
+    pub retry: bool,
 }
 
 /// A load being submitted in the background.
@@ -147,13 +149,26 @@ impl Driver {
         done
     }
 
+    /// The retry policy of task `seq`, if it carries one.
+    fn retry_of(&self, seq: u64) -> Option<&Value> {
+        self.opts
+            .retry_policy
+            .as_ref()
+            .filter(|_| seq.is_multiple_of(2))
+    }
+
     fn body(&self, seq: u64, work: Work, selector: &str) -> Value {
-        json!({
+        let script = work.script_with(seq, &self.runs_file, self.opts.long_secs);
+        let mut body = json!({
             "target": { "selector": selector },
             "timeout_secs": self.opts.task_timeout_secs,
             "metadata": { "load_run": self.run, "load_seq": seq.to_string() },
-            "task": { "kind": "shell", "script": work.script(seq, &self.runs_file) },
-        })
+            "task": { "kind": "shell", "script": script },
+        });
+        if let Some(retry) = self.retry_of(seq) {
+            body["retry"] = retry.clone();
+        }
+        body
     }
 
     async fn submit(self, seq: u64) -> Submission {
@@ -169,6 +184,7 @@ impl Driver {
             tries: 0,
             errors: Vec::new(),
             rejected: false,
+            retry: self.retry_of(seq).is_some(),
         };
         let started = Instant::now();
         loop {

@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use super::check::is_terminal;
 use super::driver::{LoadRun, Submission};
+use super::history::{lifecycle, trail};
 
 /// Problem lines printed at most.
 const MAX_PROBLEMS: usize = 25;
@@ -22,6 +23,8 @@ pub(super) struct Seen {
     pub task: Option<Value>,
     /// `GET /v1/tasks/{id}/events` items.
     pub events: Vec<Value>,
+    /// `GET /v1/tasks/{id}/attempts` items: one result per attempt that reported.
+    pub attempts: Vec<Value>,
     pub read_error: Option<String>,
     /// Tasks of the run carrying this submission's sequence number.
     pub tasks_for_submission: usize,
@@ -206,10 +209,24 @@ impl Report {
                     .is_some_and(TaskState::is_terminal)
             })
             .count();
+        let mut numbers: Vec<u64> = s
+            .attempts
+            .iter()
+            .filter_map(|a| a["attempt"].as_u64())
+            .collect();
+        let reported = numbers.len();
+        numbers.sort_unstable();
+        numbers.dedup();
         if terminal_events > 1 {
             self.duplicates += 1;
             self.problem(format!(
                 "{who}: DUPLICATE {terminal_events} terminal events; events {trail}"
+            ));
+        } else if numbers.len() < reported {
+            self.duplicates += 1;
+            self.problem(format!(
+                "{who}: DUPLICATE two results for one attempt (attempts reported {:?}); events {trail}",
+                s.attempts.iter().map(|a| a["attempt"].as_u64()).collect::<Vec<_>>()
             ));
         } else if u64::from(s.runs) > attempts.max(1) {
             self.duplicates += 1;
@@ -219,9 +236,21 @@ impl Report {
             ));
         } else if s.runs > 1 {
             self.reran += 1;
+            let outcomes: Vec<String> = s
+                .attempts
+                .iter()
+                .map(|a| {
+                    format!(
+                        "{}:{}",
+                        a["attempt"].as_u64().unwrap_or(0),
+                        a["result"]["outcome"].as_str().unwrap_or("?")
+                    )
+                })
+                .collect();
             self.problem(format!(
-                "{who}: re-run: ran {} times in {attempts} attempts; events {trail}",
-                s.runs
+                "{who}: re-run: ran {} times in {attempts} attempts (results {}); events {trail}",
+                s.runs,
+                outcomes.join(" ")
             ));
         }
     }
@@ -242,54 +271,6 @@ impl Report {
             self.lifecycle_violations
         );
     }
-}
-
-/// `queued@0 routing@1 executing@1 completed@1`
-fn trail(events: &[Value]) -> String {
-    events
-        .iter()
-        .map(|e| {
-            let mut s = format!(
-                "{}@{}",
-                e["state"].as_str().unwrap_or("?"),
-                e["attempt"].as_u64().unwrap_or(0)
-            );
-            if let Some(reason) = e["reason"].as_str() {
-                s.push_str(&format!("({reason})"));
-            }
-            s
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// The events start at `queued`, follow the transition table with attempts never going
-/// down, and end in the task's current state.
-fn lifecycle(events: &[Value], current: &str) -> Result<(), String> {
-    let mut states = Vec::with_capacity(events.len());
-    for e in events {
-        let raw = e["state"].as_str().unwrap_or_default();
-        let state = TaskState::parse(raw).ok_or_else(|| format!("unknown state `{raw}`"))?;
-        states.push((state, e["attempt"].as_u64().unwrap_or(0)));
-    }
-    match states.first() {
-        Some((TaskState::Queued, _)) => {}
-        Some((s, _)) => return Err(format!("first event is {s}, not queued")),
-        None => return Err("no events".to_owned()),
-    }
-    for pair in states.windows(2) {
-        let ((from, a), (to, b)) = (pair[0], pair[1]);
-        from.transition(to)
-            .map_err(|_| format!("{from} → {to} is not a transition"))?;
-        if b < a {
-            return Err(format!("attempt went from {a} to {b}"));
-        }
-    }
-    let last = states.last().map(|(s, _)| s.as_str()).unwrap_or_default();
-    if last != current {
-        return Err(format!("last event is {last} but the task is {current}"));
-    }
-    Ok(())
 }
 
 fn latency_ms(task: &Value) -> Option<u64> {
