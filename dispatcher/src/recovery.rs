@@ -18,11 +18,13 @@ use crate::events;
 use crate::retry::{until_ok, Stop};
 
 /// How long an assignment may wait in an agent's queue before it expires (it is
-/// shorter when the task's queue deadline is nearer).
-pub const ASSIGNMENT_WINDOW: Duration = Duration::from_secs(30);
+/// shorter when the task's queue deadline is nearer). Short enough that work stuck
+/// behind a busy or vanished agent moves on quickly; long enough for an agent that is
+/// merely reconnecting.
+pub const ASSIGNMENT_WINDOW: Duration = Duration::from_secs(10);
 /// A task still `routing` this long after its placement has lost its assignment (the
 /// message expired, or was never published because a dispatcher died in between).
-pub const STALE_ROUTING: Duration = Duration::from_secs(ASSIGNMENT_WINDOW.as_secs() + 30);
+pub const STALE_ROUTING: Duration = Duration::from_secs(ASSIGNMENT_WINDOW.as_secs() + 10);
 
 /// Why an attempt ended, as a retry policy sees it.
 pub fn retry_cause(result: &TaskResult) -> Option<RetryOn> {

@@ -114,6 +114,26 @@ async fn wait_offline(tenant: &TenantClient, agent: &AgentProc, timeout: Duratio
     .await;
 }
 
+/// Waits until none of `ids` is still `executing` on `agent`: the reaper has declared
+/// the agent lost and recovered them (the API shows an agent `offline` as soon as its
+/// presence expires; the reaper acts `agent_lost_grace_ms` later).
+async fn wait_reaped(tenant: &TenantClient, agent: &AgentProc, ids: &[String], timeout: Duration) {
+    eventually(
+        &format!("the reaper to recover the tasks of agent {}", agent.name),
+        timeout,
+        || async {
+            for id in ids {
+                let task = tenant.get(&format!("/v1/tasks/{id}")).await;
+                if task["state"] == "executing" && task["agent_id"] == agent.id.as_str() {
+                    return None;
+                }
+            }
+            Some(())
+        },
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_agent_killed_mid_task_under_load() {
     // presence_ttl_secs 4, heartbeat every second (the kit's defaults); the reaper adds
@@ -198,13 +218,29 @@ async fn an_agent_killed_mid_task_under_load() {
     wait_offline(&tenant, &agents[victim], Duration::from_secs(30)).await;
     let offline_after = killed_at.elapsed();
     mark(&format!(
-        "agent {} offline {offline_after:.1?} after the kill",
+        "agent {} shows offline {offline_after:.1?} after the kill",
+        agents[victim].name
+    ));
+    let running_ids: Vec<String> = ids(&exec_retry)
+        .into_iter()
+        .chain(ids(&exec_plain))
+        .collect();
+    wait_reaped(
+        &tenant,
+        &agents[victim],
+        &running_ids,
+        Duration::from_secs(30),
+    )
+    .await;
+    let lost_after = killed_at.elapsed();
+    mark(&format!(
+        "agent {} declared lost, its tasks recovered {lost_after:.1?} after the kill",
         agents[victim].name
     ));
 
     let run = load.finish().await;
     let scenario = format!(
-        "agent SIGKILL mid-task (4 agents × 4; {} running with agent_lost retries, {} without, {} queued on it; offline after {offline_after:.1?})",
+        "agent SIGKILL mid-task (4 agents × 4; {} running with agent_lost retries, {} without, {} queued on it; offline after {offline_after:.1?}, lost after {lost_after:.1?})",
         exec_retry.len(),
         exec_plain.len(),
         routing.len()
@@ -332,6 +368,42 @@ fn outbox_len(agent: &AgentProc) -> usize {
         .unwrap_or(0)
 }
 
+/// Tasks of load run `run` that the reaper took back from `agent` while they were only
+/// waiting there (`queued(agent_lost)`) and whose re-placed attempt `agent` nevertheless
+/// ran (a result of that attempt from `agent`): the queue purge does not reach
+/// assignments the agent already holds. Allowed by at-least-once (the result is fenced
+/// off), but the work ran twice.
+async fn stale_assignments_run(tenant: &TenantClient, run: &str, agent: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for task in list_tasks(tenant, "state=completed").await {
+        if task["metadata"]["load_run"] != run || task["attempts"].as_u64().unwrap_or(0) < 2 {
+            continue;
+        }
+        let id = task["id"].as_str().unwrap_or_default();
+        let (_, events) = trail(tenant, id).await;
+        let taken_back: Vec<u64> = events
+            .iter()
+            .filter(|e| e["state"] == "queued" && e["reason"] == "agent_lost")
+            .filter_map(|e| e["attempt"].as_u64())
+            .collect();
+        if taken_back.is_empty() {
+            continue;
+        }
+        let attempts = tenant.get(&format!("/v1/tasks/{id}/attempts")).await;
+        let ran_there = attempts["items"].as_array().into_iter().flatten().any(|a| {
+            a["agent_id"] == agent
+                && a["attempt"]
+                    .as_u64()
+                    .is_some_and(|n| taken_back.contains(&n))
+        });
+        if ran_there {
+            let seq = task["metadata"]["load_seq"].as_str().unwrap_or("?");
+            out.push(format!("seq {seq}"));
+        }
+    }
+    out
+}
+
 /// What the marker task prints: `first` on the attempt that finds no mark, else `second`.
 const MARKER_SCRIPT: &str =
     "if [ -e MARK ]; then echo second; else touch MARK; echo first; fi; sleep 8";
@@ -411,7 +483,18 @@ async fn an_agent_cut_off_then_reconnected_never_lets_a_stale_result_win() {
     wait_offline(&tenant, &cut, Duration::from_secs(40)).await;
     let offline_after = cut_at.elapsed();
     mark(&format!(
-        "agent cut offline {offline_after:.1?} after the cut"
+        "agent cut shows offline {offline_after:.1?} after the cut"
+    ));
+    wait_reaped(
+        &tenant,
+        &cut,
+        std::slice::from_ref(&id),
+        Duration::from_secs(30),
+    )
+    .await;
+    let lost_after = cut_at.elapsed();
+    mark(&format!(
+        "agent cut declared lost, the marker task recovered {lost_after:.1?} after the cut"
     ));
     eventually(
         "attempt 2 of the marker task to run on the other agent",
@@ -469,7 +552,7 @@ async fn an_agent_cut_off_then_reconnected_never_lets_a_stale_result_win() {
 
     let run = load.finish().await;
     let scenario = format!(
-        "agent cut off (iptables) for {cut_for:.1?} mid-task, then reconnected (offline after {offline_after:.1?}; stale result back {stale_after:.1?} after reconnecting)"
+        "agent cut off (iptables) for {cut_for:.1?} mid-task, then reconnected (offline after {offline_after:.1?}, lost after {lost_after:.1?}; stale result back {stale_after:.1?} after reconnecting)"
     );
     let report = check(&tenant, &run, &scenario, RECOVERY).await;
     println!("{report}");
@@ -489,6 +572,16 @@ async fn an_agent_cut_off_then_reconnected_never_lets_a_stale_result_win() {
         )
     };
     println!("  marker task {id}: {trail}");
+    let reran = stale_assignments_run(&tenant, &run.run, &cut.id).await;
+    println!(
+        "  assignments re-placed from the cut agent's queue that it still ran when back: {}{}",
+        reran.len(),
+        if reran.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", reran.join(", "))
+        }
+    );
     println!(
         "  marker results: {}",
         attempts.iter().map(describe).collect::<Vec<_>>().join("; ")
