@@ -27,3 +27,8 @@ log "building binaries"
 cargo build --workspace --bins --quiet
 log "running tests"
 cargo test --workspace --no-fail-fast -- --test-threads="${RIS_TEST_THREADS:-4}"
+# Fault tests that restart the shared services (RabbitMQ, PostgreSQL, Redis) run last
+# and one at a time, so nothing else is running against the services meanwhile. They
+# leave the services running.
+log "running service-restart fault tests (serially)"
+cargo test -p ris-tests --test faults_services -- --ignored --test-threads=1 --nocapture
