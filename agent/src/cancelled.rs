@@ -7,10 +7,15 @@
 //! id here; when the assignment is handled, the worker finds it, acks the delivery and
 //! drops it without running it.
 //!
+//! The same memory, keyed by `(task, attempt)`, holds revoked attempts: a dispatcher
+//! that re-placed the attempts waiting for a lost agent tells the agent (should it come
+//! back) not to start them ([`Revoked`]).
+//!
 //! Bounded both ways: at most [`MAX_IDS`] ids, each kept at most [`KEEP_FOR`]. An
 //! assignment that has not shown up by then is not coming.
 
 use std::collections::{HashSet, VecDeque};
+use std::hash::Hash;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -21,27 +26,40 @@ pub const MAX_IDS: usize = 10_000;
 /// How long an id is remembered.
 pub const KEEP_FOR: Duration = Duration::from_secs(3600);
 
-/// Ids of cancelled tasks, oldest first. Cheap to share behind an `Arc`.
-pub struct Cancelled {
+/// Ids of cancelled tasks.
+pub type Cancelled = Remembered<TaskId>;
+/// Revoked attempts: `(task, attempt)`.
+pub type Revoked = Remembered<(TaskId, u32)>;
+
+/// Keys remembered for a while, oldest first. Cheap to share behind an `Arc`.
+pub struct Remembered<K> {
     max: usize,
     keep_for: Duration,
-    inner: Mutex<Memory>,
+    inner: Mutex<Memory<K>>,
 }
 
-#[derive(Default)]
-struct Memory {
+struct Memory<K> {
     /// In the order they were remembered, with the time.
-    order: VecDeque<(Instant, TaskId)>,
-    ids: HashSet<TaskId>,
+    order: VecDeque<(Instant, K)>,
+    ids: HashSet<K>,
 }
 
-impl Default for Cancelled {
+impl<K> Default for Memory<K> {
+    fn default() -> Self {
+        Self {
+            order: VecDeque::new(),
+            ids: HashSet::new(),
+        }
+    }
+}
+
+impl<K: Copy + Eq + Hash> Default for Remembered<K> {
     fn default() -> Self {
         Self::with_limits(MAX_IDS, KEEP_FOR)
     }
 }
 
-impl Cancelled {
+impl<K: Copy + Eq + Hash> Remembered<K> {
     pub fn with_limits(max: usize, keep_for: Duration) -> Self {
         Self {
             max: max.max(1),
@@ -50,8 +68,8 @@ impl Cancelled {
         }
     }
 
-    /// Remembers that `task` was cancelled. A repeat keeps the first time.
-    pub fn remember(&self, task: TaskId) {
+    /// Remembers `task`. A repeat keeps the first time.
+    pub fn remember(&self, task: K) {
         let now = Instant::now();
         let mut memory = self.lock();
         memory.forget_expired(now, self.keep_for);
@@ -63,8 +81,8 @@ impl Cancelled {
         }
     }
 
-    /// Whether `task` was cancelled (and is still remembered).
-    pub fn contains(&self, task: TaskId) -> bool {
+    /// Whether `task` is remembered.
+    pub fn contains(&self, task: K) -> bool {
         let mut memory = self.lock();
         memory.forget_expired(Instant::now(), self.keep_for);
         memory.ids.contains(&task)
@@ -78,12 +96,12 @@ impl Cancelled {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Memory> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Memory<K>> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
-impl Memory {
+impl<K: Copy + Eq + Hash> Memory<K> {
     fn forget_expired(&mut self, now: Instant, keep_for: Duration) {
         while self
             .order

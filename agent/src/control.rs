@@ -59,6 +59,15 @@ pub fn apply(running: &Running, message: &ControlMessage) -> bool {
             }
             found
         }
+        ControlMessage::Revoke {
+            task_id, attempt, ..
+        } => {
+            // Only assignments not started yet are affected: one already running was
+            // started while this agent still held the attempt, and its result is fenced.
+            running.revoked().remember((*task_id, *attempt));
+            tracing::info!(task_id = %task_id, attempt, "attempt revoked; its assignment will be dropped");
+            false
+        }
         ControlMessage::Ping { nonce, .. } => {
             tracing::info!(nonce = %nonce, "ping from the control queue");
             false

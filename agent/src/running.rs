@@ -17,7 +17,7 @@ use ris_schemas::ids::TaskId;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::cancelled::Cancelled;
+use crate::cancelled::{Cancelled, Revoked};
 
 #[derive(Clone)]
 pub struct Running {
@@ -34,6 +34,7 @@ struct Inner {
     /// Tells registrations of the same task id apart.
     next_generation: AtomicU64,
     cancelled: Cancelled,
+    revoked: Revoked,
 }
 
 /// Proof of registration: drop it when the task's result is reported.
@@ -55,6 +56,7 @@ impl Running {
                 kill: CancellationToken::new(),
                 next_generation: AtomicU64::new(0),
                 cancelled: Cancelled::default(),
+                revoked: Revoked::default(),
             }),
         }
     }
@@ -66,6 +68,12 @@ impl Running {
     /// Tasks cancelled by an order from the control queue.
     pub fn cancelled(&self) -> &Cancelled {
         &self.inner.cancelled
+    }
+
+    /// Attempts a dispatcher took back (re-placed elsewhere while this agent was
+    /// unreachable): never to be started here.
+    pub fn revoked(&self) -> &Revoked {
+        &self.inner.revoked
     }
 
     /// Waits for a free slot; the permit is held until the task has reported. `None`

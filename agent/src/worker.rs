@@ -90,7 +90,7 @@ async fn accept(shared: &Arc<Shared>, delivery: Delivery, a: Assignment, stop: &
         ack(&delivery).await;
         return;
     }
-    if dropped_if_cancelled(shared, &delivery, a.task_id).await {
+    if dropped_if_cancelled(shared, &delivery, a.task_id, a.attempt).await {
         return;
     }
     let permit = tokio::select! {
@@ -102,7 +102,7 @@ async fn accept(shared: &Arc<Shared>, delivery: Delivery, a: Assignment, stop: &
     let guard = shared.running.register(a.task_id);
     // Again once registered: the order may have come while this waited for a slot (see
     // `control::apply` for why registering first closes the race).
-    if dropped_if_cancelled(shared, &delivery, a.task_id).await {
+    if dropped_if_cancelled(shared, &delivery, a.task_id, a.attempt).await {
         return;
     }
     let entry = JournalEntry {
@@ -251,11 +251,15 @@ async fn dropped_if_cancelled(
     shared: &Shared,
     delivery: &Delivery,
     task_id: ris_schemas::ids::TaskId,
+    attempt: u32,
 ) -> bool {
-    if !shared.running.cancelled().contains(task_id) {
+    if shared.running.revoked().contains((task_id, attempt)) {
+        tracing::info!("assignment of a revoked attempt; acked and dropped, not run");
+    } else if shared.running.cancelled().contains(task_id) {
+        tracing::info!("assignment of a cancelled task; acked and dropped, not run");
+    } else {
         return false;
     }
-    tracing::info!("assignment of a cancelled task; acked and dropped, not run");
     ack(delivery).await;
     true
 }

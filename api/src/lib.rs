@@ -15,12 +15,14 @@
 //! - [`secrets`]: generation and hashing of keys and tokens.
 //! - [`routes`]: one module per resource, each with its own `router()`.
 //! - [`events`]: task events the API publishes itself (a cancel that takes effect).
+//! - [`event_streams`]: live subscriptions to a tenant's events (`/v1/events/stream`).
 //! - [`http_metrics`]: HTTP request metrics middleware.
 
 pub mod app;
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod event_streams;
 pub mod events;
 pub mod extract;
 pub mod http_metrics;

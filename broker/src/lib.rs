@@ -11,6 +11,7 @@
 //! - `consumer`: [`consume`], prefetch + manual acks.
 //! - `topology`: [`declare_tenant`], [`declare_agent_queues`], [`delete_agent_queues`].
 //! - `dead_letter`: [`dead_letter`], park what cannot be processed on `ris.dead`.
+//! - `integrations`: an integration's broker user and its permissions.
 //! - `provision`: tenant and agent provisioning, multi-step and idempotent.
 //!
 //! # Topology of a tenant vhost `ris.<tenant>`
@@ -45,6 +46,8 @@ mod connection;
 mod consumer;
 mod dead_letter;
 mod error;
+mod events;
+mod integrations;
 mod management;
 pub mod names;
 mod percent;
@@ -57,6 +60,11 @@ pub use connection::{amqp_uri, connect, connect_admin, connect_with_retry};
 pub use consumer::consume;
 pub use dead_letter::dead_letter;
 pub use error::BrokerError;
+pub use events::publish_event;
+pub use integrations::{
+    deprovision_integration, integration_permissions, integration_queue_prefix, integration_user,
+    provision_integration, publish_reply,
+};
 pub use management::Management;
 pub use names::*;
 pub use provision::{deprovision_agent, deprovision_tenant, provision_agent, provision_tenant};

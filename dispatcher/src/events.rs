@@ -4,33 +4,17 @@
 //! cannot be published is logged and counted, never retried at the cost of task
 //! processing.
 
-use ris_broker::{PublishOptions, Publisher, EVENTS_EXCHANGE};
-use ris_schemas::event::{Event, TaskEventData};
+use ris_broker::{publish_event, Publisher};
+use ris_schemas::event::{AgentEventData, Event};
 use ris_schemas::ids::TenantName;
 use ris_store::TaskRecord;
 
 /// Announces the task's current state.
 pub async fn task_changed(publisher: &Publisher, tenant: &TenantName, task: &TaskRecord) {
-    let event = Event::task(
-        tenant.as_str(),
-        TaskEventData {
-            task_id: task.id,
-            state: task.state,
-            attempt: task.attempts,
-            agent_id: task.agent_id,
-            reason: task.reason.clone(),
-        },
-    );
-    let opts = PublishOptions {
-        message_id: Some(event.id.to_string()),
-        mandatory: Some(false),
-        ..PublishOptions::default()
-    };
     metrics::counter!("ris_task_transitions_total", "state" => task.state.as_str()).increment(1);
-    if let Err(err) = publisher
-        .publish_json(EVENTS_EXCHANGE, &event.kind, &event, opts)
-        .await
-    {
+    crate::gauges::observe_transition(task);
+    let event = Event::task(tenant.as_str(), task.event_data());
+    if let Err(err) = publish_event(publisher, &event).await {
         metrics::counter!("ris_event_publish_failures_total").increment(1);
         tracing::warn!(task_id = %task.id, error = %err, "event not published");
     }
@@ -46,22 +30,14 @@ pub async fn agent_changed(
     let status = if online { "online" } else { "offline" };
     let event = Event::agent(
         tenant.as_str(),
-        ris_schemas::event::AgentEventData {
+        AgentEventData {
             agent_id: agent.id,
             name: agent.name.to_string(),
             status: status.to_owned(),
         },
     );
-    let opts = PublishOptions {
-        message_id: Some(event.id.to_string()),
-        mandatory: Some(false),
-        ..PublishOptions::default()
-    };
     metrics::counter!("ris_agent_status_changes_total", "status" => status).increment(1);
-    if let Err(err) = publisher
-        .publish_json(EVENTS_EXCHANGE, &event.kind, &event, opts)
-        .await
-    {
+    if let Err(err) = publish_event(publisher, &event).await {
         tracing::warn!(agent_id = %agent.id, error = %err, "event not published");
     }
 }

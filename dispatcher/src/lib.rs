@@ -21,6 +21,9 @@
 //! - [`reaper`]: notices agents that stopped heartbeating (one instance at a time).
 //! - [`sweeper`]: places tasks that wait in PostgreSQL; fails those past their deadline.
 //! - [`events`]: publishes task events on `ris.events`.
+//! - [`replies`]: sends a task's final outcome to its submitter's `reply_to` queue.
+//! - [`gauges`]: queue depth and online-agent gauges; task latency histograms.
+//! - [`webhooks`]: signed HTTP deliveries of events to the URLs tenants subscribed.
 //! - [`retry`]: retries store calls with backoff while a dependency is down.
 //! - [`http`]: `/healthz` and `/metrics`.
 
@@ -29,13 +32,16 @@ pub mod config;
 pub mod context;
 pub mod dead_letters;
 pub mod events;
+pub mod gauges;
 pub mod http;
 pub mod placement;
 pub mod reaper;
 pub mod recovery;
+pub mod replies;
 pub mod results;
 pub mod retry;
 pub mod submit;
 pub mod sweeper;
 pub mod tenants;
+pub mod webhooks;
 pub mod worker;

@@ -303,6 +303,7 @@ async fn fail_unknown_agent(
     match until_ok("transition_task", &ctx.shutdown, transition).await {
         Ok(TransitionOutcome::Applied(task)) => {
             events::task_changed(publisher, &tenant.name, &task).await;
+            crate::replies::task_ended(ctx, tenant, publisher, &task).await;
             Placed::Failed
         }
         Ok(_) => Placed::NotWaiting,

@@ -8,9 +8,11 @@ use std::time::Duration;
 
 use chrono::Utc;
 use rand::Rng;
-use ris_broker::{names, Publisher};
+use ris_broker::{names, PublishOptions, Publisher, AGENTS_EXCHANGE};
 use ris_schemas::ids::TaskId;
+use ris_schemas::messages::ControlMessage;
 use ris_schemas::task::{Outcome, RetryOn, RetryPolicy, TaskResult, TaskState};
+use ris_schemas::version::V1;
 use ris_store::{AgentRecord, TaskRecord, TenantCtx, TransitionOutcome};
 
 use crate::context::Context;
@@ -100,6 +102,7 @@ pub async fn assignment_lapsed(
             );
         }
         events::task_changed(publisher, &tenant.name, &task).await;
+        crate::replies::task_ended(ctx, tenant, publisher, &task).await;
     }
     Ok(())
 }
@@ -132,6 +135,7 @@ pub async fn agent_lost(
     for task in tasks {
         let outcome = match task.state {
             TaskState::Routing => {
+                revoke(publisher, agent.id, &task).await;
                 until_ok("requeue_task", &ctx.shutdown, || {
                     ctx.store
                         .requeue_task(tenant, task.id, "agent_lost", Duration::ZERO)
@@ -159,9 +163,29 @@ pub async fn agent_lost(
         if let TransitionOutcome::Applied(task) = outcome {
             tracing::info!(task_id = %task.id, state = %task.state, "task of a lost agent handled");
             events::task_changed(publisher, &tenant.name, &task).await;
+            crate::replies::task_ended(ctx, tenant, publisher, &task).await;
         }
     }
     Ok(())
+}
+
+/// Tells the lost agent, should it come back, not to start `task`'s current attempt: its
+/// assignment may already sit in the agent's memory (delivered, waiting for a slot),
+/// beyond the reach of the queue purge. The control queue is not purged, so the order
+/// waits there for the agent.
+async fn revoke(publisher: &Publisher, agent: ris_schemas::ids::AgentId, task: &TaskRecord) {
+    let order = ControlMessage::Revoke {
+        v: V1,
+        task_id: task.id,
+        attempt: task.attempts,
+    };
+    let key = names::agent_control_key(agent);
+    if let Err(err) = publisher
+        .publish_json(AGENTS_EXCHANGE, &key, &order, PublishOptions::default())
+        .await
+    {
+        tracing::warn!(error = %err, task_id = %task.id, "revoke not sent; the agent may still run the old attempt (its result is fenced)");
+    }
 }
 
 /// The tenant's default retry policy, cached for a few seconds.

@@ -137,6 +137,7 @@ async fn finished(
             metrics::histogram!("ris_task_run_seconds", "state" => task.state.as_str())
                 .record(f.result.duration_ms as f64 / 1000.0);
             events::task_changed(publisher, &tenant.name, &task).await;
+            crate::replies::task_ended(ctx, tenant, publisher, &task).await;
         }
         ResultOutcome::NotFound => return Ok(false),
         ResultOutcome::Duplicate => {

@@ -49,6 +49,11 @@ pub async fn handle(
         task_id, request, ..
     }) = message;
     tracing::Span::current().record("task_id", tracing::field::display(task_id));
+    let reply =
+        match crate::replies::requested(&tenant.name, &ctx.config.broker.username, &delivery) {
+            Ok(reply) => reply,
+            Err(reason) => return dead_letter(publisher, &delivery, &reason).await,
+        };
     let inserted = match until_ok("insert_task", &ctx.shutdown, || {
         ctx.store.insert_task(tenant, task_id, &request, None)
     })
@@ -68,6 +73,9 @@ pub async fn handle(
             task
         }
         Inserted::Existing(task) => task,
+    };
+    let Some(task) = crate::replies::remember(ctx, tenant, publisher, reply, task).await else {
+        return Handled::Released;
     };
     // A submission redelivered while its task waits for a retry must not cut the wait
     // short: the sweep places the retry when it is due.

@@ -46,6 +46,7 @@ async fn expire(ctx: &Context) {
         tracing::info!(tenant = %tenant.name, task_id = %task.id, "no agent before the queue deadline");
         if let Some(publisher) = ctx.publisher(&tenant.name) {
             events::task_changed(&publisher, &tenant.name, &task).await;
+            crate::replies::task_ended(ctx, &tenant.ctx(), &publisher, &task).await;
         }
     }
 }

@@ -107,6 +107,7 @@ async fn serve(
         _ = submit_loop => {}
         _ = results_loop => {}
         _ = dead_loop => {}
+        res = crate::webhooks::consume(ctx, &tenant_ctx, &publisher, conn, name, stop) => res?,
     }
     Ok(())
 }

@@ -16,6 +16,9 @@
 //! - [`event`]: events published on `ris.events`.
 //! - [`api`]: REST bodies.
 //! - [`dead_letters`]: parked messages, as stored and shown by the API.
+//! - [`webhooks`]: outbound webhooks and their deliveries, as the API shows them.
+//! - [`replies`]: the final outcome sent to an integrator's `reply_to` queue.
+//! - [`integrations`]: REST bodies of `/v1/integrations`.
 //! - [`version`]: the `"v": 1` marker carried by every message.
 
 pub mod api;
@@ -23,10 +26,13 @@ pub mod dead_letters;
 pub mod event;
 pub mod heartbeat;
 pub mod ids;
+pub mod integrations;
 pub mod labels;
 pub mod messages;
+pub mod replies;
 pub mod task;
 pub mod version;
+pub mod webhooks;
 
 /// Every schema that is published under `schemas/json/`, by file stem.
 pub fn json_schemas() -> Vec<(&'static str, schemars::Schema)> {
@@ -62,5 +68,21 @@ pub fn json_schemas() -> Vec<(&'static str, schemars::Schema)> {
         ("api-enroll-response", schema_for!(api::EnrollResponse)),
         ("api-error", schema_for!(api::ApiErrorBody)),
         ("api-dead-letter", schema_for!(dead_letters::DeadLetterView)),
+        ("task-reply", schema_for!(replies::ReplyMessage)),
+        (
+            "api-create-integration",
+            schema_for!(integrations::CreateIntegration),
+        ),
+        (
+            "api-integration-created",
+            schema_for!(integrations::IntegrationCreated),
+        ),
+        (
+            "api-integration",
+            schema_for!(integrations::IntegrationView),
+        ),
+        ("api-create-webhook", schema_for!(webhooks::CreateWebhook)),
+        ("api-webhook", schema_for!(webhooks::WebhookView)),
+        ("api-webhook-delivery", schema_for!(webhooks::DeliveryView)),
     ]
 }

@@ -110,6 +110,14 @@ pub struct Finished {
 pub enum ControlMessage {
     #[serde(rename = "task.cancel")]
     Cancel { v: V1, task_id: TaskId },
+    /// The dispatcher took this attempt back (its agent was declared lost and the task
+    /// was placed elsewhere): if its assignment arrives, drop it unrun.
+    #[serde(rename = "task.revoke")]
+    Revoke {
+        v: V1,
+        task_id: TaskId,
+        attempt: u32,
+    },
     #[serde(rename = "ping")]
     Ping { v: V1, nonce: String },
 }

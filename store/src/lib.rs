@@ -33,7 +33,9 @@
 //! - [`cancel`]: cancelling a task through the API.
 //! - [`task_results`]: recording (deduplicated) results.
 //! - [`recovery`]: retries, agent loss, assignments that never started.
+//! - [`integrations`]: integrations, and where a task's final outcome is sent.
 //! - [`dead_letters`]: messages parked on `ris.dead`, for listing and replay.
+//! - [`webhooks`]: outbound webhooks and their deliveries.
 //! - [`cursor`]: the opaque pagination cursor of task lists.
 //!
 //! `migrations/` holds the schema, embedded with `sqlx::migrate!()`.
@@ -52,6 +54,7 @@ pub mod cancel;
 pub mod cursor;
 pub mod dead_letters;
 pub mod error;
+pub mod integrations;
 pub mod pg;
 pub mod placement;
 pub mod recovery;
@@ -60,6 +63,7 @@ pub mod task_results;
 pub mod tasks;
 pub mod tenants;
 pub mod transitions;
+pub mod webhooks;
 
 pub use agents::{AddressChangeRecord, AgentFacts, AgentRecord, NewAgent};
 pub use auth::ApiKeyRecord;
@@ -67,6 +71,7 @@ pub use cancel::CancelOutcome;
 pub use cursor::Cursor;
 pub use dead_letters::{DeadLetterCursor, DeadLetterRecord, DeadLetterRepo, NewDeadLetter};
 pub use error::{RedeemError, StoreError};
+pub use integrations::{reply_of, IntegrationRecord, IntegrationRepo, ReplyTarget};
 pub use pg::PgStore;
 pub use recovery::{AttemptResult, RecoveryRepo};
 pub use task_events::TaskEventRecord;
@@ -75,6 +80,9 @@ pub use task_results::RetryDecision;
 pub use tasks::{Inserted, TaskFilter, TaskRecord};
 pub use tenants::{Tenant, TenantCtx};
 pub use transitions::{Transition, TransitionOutcome};
+pub use webhooks::{
+    AttemptOutcome, DeliveryRecord, DueDelivery, NewEvent, NextStep, WebhookRecord, WebhookRepo,
+};
 
 /// The whole store, shared between request handlers and workers.
 pub type DynStore = std::sync::Arc<dyn Store>;
@@ -82,7 +90,16 @@ pub type DynStore = std::sync::Arc<dyn Store>;
 /// Every repository, plus a health check.
 #[async_trait]
 pub trait Store:
-    TenantRepo + AuthRepo + AgentRepo + TaskRepo + RecoveryRepo + DeadLetterRepo + Send + Sync
+    TenantRepo
+    + AuthRepo
+    + AgentRepo
+    + TaskRepo
+    + RecoveryRepo
+    + DeadLetterRepo
+    + IntegrationRepo
+    + WebhookRepo
+    + Send
+    + Sync
 {
     /// Succeeds when the database answers (for `/readyz`).
     async fn ping(&self) -> Result<(), StoreError>;

@@ -135,6 +135,19 @@ impl TryFrom<TaskRow> for TaskRecord {
     }
 }
 
+impl TaskRecord {
+    /// The task's current state as the data of a `task.<state>` event.
+    pub fn event_data(&self) -> ris_schemas::event::TaskEventData {
+        ris_schemas::event::TaskEventData {
+            task_id: self.id,
+            state: self.state,
+            attempt: self.attempts,
+            agent_id: self.agent_id,
+            reason: self.reason.clone(),
+        }
+    }
+}
+
 /// A task row joined with its tenant, for cross-tenant sweeps.
 #[derive(sqlx::FromRow)]
 pub(crate) struct TaskWithTenantRow {

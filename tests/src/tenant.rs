@@ -32,8 +32,8 @@ pub struct AgentOptions {
     /// user. Needs the test to run as root. The state directory is handed to that user
     /// and the workdir made traversable. Its use: tell the agent's traffic apart from
     /// everything else, e.g. cut it off from the broker and the API with
-    /// `iptables -A OUTPUT -m owner --uid-owner <uid> -j DROP` and reconnect it by
-    /// deleting the rule.
+    /// `iptables -A OUTPUT -o lo -m owner --uid-owner <uid> -j DROP` and reconnect it by
+    /// deleting the rule ([`CutOff`](crate::CutOff) does both).
     pub run_as: Option<(u32, u32)>,
     /// Extra environment for `ris-agent run`.
     pub env: Vec<(String, String)>,

@@ -193,9 +193,18 @@ async fn an_agent_killed_mid_task_under_load() {
     agents[victim].kill().await;
     let killed_at = Instant::now();
 
-    // Whatever the agent reported before it died is processed within a moment; from
-    // then on its tasks' states stay put until the reaper acts.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Its presence expires (the API shows it offline) about `presence_ttl_secs` after
+    // its last heartbeat; the reaper declares it lost `agent_lost_grace_ms` (5 s) later.
+    wait_offline(&tenant, &agents[victim], Duration::from_secs(30)).await;
+    let offline_after = killed_at.elapsed();
+    mark(&format!(
+        "agent {} shows offline {offline_after:.1?} after the kill",
+        agents[victim].name
+    ));
+    // Whatever the agent reported before it died has been processed by now; from here
+    // on its tasks' states stay put until the reaper acts.
+    let settle = Duration::from_secs(3);
+    tokio::time::sleep(settle.saturating_sub(killed_at.elapsed())).await;
     let snapshot_at: DateTime<Utc> = Utc::now();
     let executing = list_tasks(&tenant, &format!("state=executing&agent_id={victim_id}")).await;
     let routing = list_tasks(&tenant, &format!("state=routing&agent_id={victim_id}")).await;
@@ -215,12 +224,6 @@ async fn an_agent_killed_mid_task_under_load() {
         exec_plain.len()
     );
 
-    wait_offline(&tenant, &agents[victim], Duration::from_secs(30)).await;
-    let offline_after = killed_at.elapsed();
-    mark(&format!(
-        "agent {} shows offline {offline_after:.1?} after the kill",
-        agents[victim].name
-    ));
     let running_ids: Vec<String> = ids(&exec_retry)
         .into_iter()
         .chain(ids(&exec_plain))
@@ -375,7 +378,7 @@ fn outbox_len(agent: &AgentProc) -> usize {
 /// off), but the work ran twice.
 async fn stale_assignments_run(tenant: &TenantClient, run: &str, agent: &str) -> Vec<String> {
     let mut out = Vec::new();
-    for task in list_tasks(tenant, "state=completed").await {
+    for task in list_tasks(tenant, "").await {
         if task["metadata"]["load_run"] != run || task["attempts"].as_u64().unwrap_or(0) < 2 {
             continue;
         }
@@ -466,12 +469,14 @@ async fn an_agent_cut_off_then_reconnected_never_lets_a_stale_result_win() {
     mark(&format!("cutting off agent cut (uid {uid}) mid-task"));
     let cutoff = CutOff::uid(uid);
     let cut_at = Instant::now();
+    // Room for the whole load on its own while the cut agent is away, so the retried
+    // marker task starts at once.
     let other = tenant
         .agent_with(
             "other",
             AgentOptions {
                 labels,
-                capacity: 4,
+                capacity: 8,
                 ..AgentOptions::default()
             },
         )

@@ -15,7 +15,6 @@ use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 use chrono::Utc;
-use ris_broker::{PublishOptions, EVENTS_EXCHANGE};
 use ris_presence::PresenceRecord;
 use ris_schemas::event::{AgentEventData, Event};
 use ris_schemas::heartbeat::{HeartbeatFrame, HeartbeatReply};
@@ -186,15 +185,7 @@ async fn came_online(
             status: "online".into(),
         },
     );
-    let opts = PublishOptions {
-        mandatory: Some(false),
-        message_id: Some(event.id.to_string()),
-        ..Default::default()
-    };
-    let publisher = state.brokers.publisher(&tenant.name).await?;
-    publisher
-        .publish_json(EVENTS_EXCHANGE, &event.kind, &event, opts)
-        .await?;
+    crate::events::publish(state, &tenant.name, &event).await;
     Ok(())
 }
 

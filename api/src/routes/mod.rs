@@ -4,11 +4,14 @@ pub mod agents;
 pub mod api_keys;
 pub mod dead_letters;
 pub mod enrollment;
+pub mod events;
 pub mod health;
 pub mod heartbeat;
+pub mod integrations;
 pub mod settings;
 pub mod tasks;
 pub mod tenants;
+pub mod webhooks;
 
 use axum::Router;
 
@@ -24,6 +27,9 @@ pub fn router() -> Router<AppState> {
         .merge(agents::router())
         .merge(heartbeat::router())
         .merge(tasks::router())
-        .merge(settings::router());
+        .merge(webhooks::router())
+        .merge(settings::router())
+        .merge(integrations::router())
+        .merge(events::router());
     Router::new().nest("/v1", v1).merge(health::router())
 }

@@ -107,6 +107,9 @@ async fn submit(
         Inserted::New(task) => {
             metrics::counter!("ris_tasks_submitted_total", "kind" => request.task.kind())
                 .increment(1);
+            // Announced before the submission goes out, so `task.queued` precedes the
+            // dispatcher's `task.routing` on `ris.events`.
+            crate::events::task_changed(&state, &tenant.name, &task).await;
             publish_submission(&state, tenant, task.id, &request).await;
             task
         }

@@ -51,6 +51,7 @@ pub(super) async fn cancel(
             }
             tracing::info!(api_key_id = %caller.key_id, "task cancelled");
             events::task_changed(&state, &tenant.name, &task).await;
+            crate::routes::integrations::task_ended(&state, tenant, &task).await;
             let body = TaskCancelled {
                 task: task_view(task),
                 cancel_requested: false,
