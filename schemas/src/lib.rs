@@ -10,7 +10,10 @@
 //!
 //! - [`ids`]: identifiers and names that cannot hold an invalid value.
 //! - [`labels`]: agent labels and label selectors.
-//! - [`task`]: task specifications, targets, results and the task state machine.
+//! - [`task`]: task specifications and targets (re-exports the three below).
+//! - [`state`]: the task lifecycle and its one transition function.
+//! - [`result`]: what an attempt produced.
+//! - [`retry`]: retry policies.
 //! - [`messages`]: what travels through RabbitMQ (submit, assignment, report, control).
 //! - [`heartbeat`]: frames on the agent heartbeat WebSocket.
 //! - [`event`]: events published on `ris.events`.
@@ -30,6 +33,9 @@ pub mod integrations;
 pub mod labels;
 pub mod messages;
 pub mod replies;
+pub mod result;
+pub mod retry;
+pub mod state;
 pub mod task;
 pub mod version;
 pub mod webhooks;
