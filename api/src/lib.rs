@@ -11,6 +11,7 @@
 //! - [`state`]: shared handles (store, presence, broker connections per tenant).
 //! - [`error`]: the one HTTP error type, with a stable `code` and the offending `field`.
 //! - [`extract`]: body and path extractors that name the bad field.
+//! - [`pagination`]: cursor pagination of lists.
 //! - [`auth`]: credentials → caller (platform admin or a tenant's API key).
 //! - [`secrets`]: generation and hashing of keys and tokens.
 //! - [`routes`]: one module per resource, each with its own `router()`.
@@ -26,6 +27,7 @@ pub mod event_streams;
 pub mod events;
 pub mod extract;
 pub mod http_metrics;
+pub mod pagination;
 pub mod routes;
 pub mod secrets;
 pub mod state;

@@ -27,6 +27,7 @@ use serde_json::Value;
 use crate::auth::TenantCaller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::parse_param;
+use crate::pagination;
 use crate::state::AppState;
 
 /// Header set on a replayed message: the id of the dead letter it replays.
@@ -82,49 +83,19 @@ struct ListParams {
     cursor: Option<String>,
 }
 
-const DEFAULT_PAGE: i64 = 50;
-const MAX_PAGE: i64 = 200;
-
 async fn list(
     State(state): State<AppState>,
     caller: TenantCaller,
     Query(params): Query<ListParams>,
 ) -> ApiResult<Json<Page<DeadLetterView>>> {
-    let limit = match params.limit.as_deref() {
-        None => DEFAULT_PAGE,
-        Some(raw) => match raw.parse::<i64>() {
-            Ok(n) if (1..=MAX_PAGE).contains(&n) => n,
-            _ => {
-                return Err(ApiError::invalid(
-                    "limit",
-                    format!("`limit` must be between 1 and {MAX_PAGE}"),
-                ))
-            }
-        },
-    };
-    let cursor = params
-        .cursor
-        .as_deref()
-        .map(|c| {
-            DeadLetterCursor::decode(c)
-                .ok_or_else(|| ApiError::invalid("cursor", "`cursor` is not one this API issued"))
-        })
-        .transpose()?;
-    // One extra row tells whether there is a next page.
-    let mut letters = state
+    let limit = pagination::limit(params.limit.as_deref())?;
+    let cursor = pagination::cursor(params.cursor.as_deref(), DeadLetterCursor::decode)?;
+    let letters = state
         .store
         .list_dead_letters(&caller.tenant, limit + 1, cursor.as_ref())
         .await?;
-    let next_cursor = if letters.len() as i64 > limit {
-        letters.truncate(limit as usize);
-        letters.last().map(|d| DeadLetterCursor::after(d).encode())
-    } else {
-        None
-    };
-    Ok(Json(Page {
-        items: letters.into_iter().map(view).collect(),
-        next_cursor,
-    }))
+    let cursor_of = |d: &DeadLetterRecord| DeadLetterCursor::after(d).encode();
+    Ok(Json(pagination::page(letters, limit, cursor_of, view)))
 }
 
 async fn find(state: &AppState, caller: &TenantCaller, id: &str) -> ApiResult<DeadLetterRecord> {

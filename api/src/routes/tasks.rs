@@ -22,6 +22,7 @@ use serde::Deserialize;
 use crate::auth::TenantCaller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{parse_param, ValidJson};
+use crate::pagination;
 use crate::state::AppState;
 
 mod cancel;
@@ -184,9 +185,6 @@ struct ListParams {
     cursor: Option<String>,
 }
 
-const DEFAULT_PAGE: i64 = 50;
-const MAX_PAGE: i64 = 200;
-
 async fn list(
     State(state): State<AppState>,
     caller: TenantCaller,
@@ -207,47 +205,20 @@ async fn list(
             .map(|s| parse_param::<AgentId>("agent_id", s))
             .transpose()?,
     };
-    let limit = match params.limit.as_deref() {
-        None => DEFAULT_PAGE,
-        Some(raw) => match raw.parse::<i64>() {
-            Ok(n) if (1..=MAX_PAGE).contains(&n) => n,
-            _ => {
-                return Err(ApiError::invalid(
-                    "limit",
-                    format!("`limit` must be between 1 and {MAX_PAGE}"),
-                ))
-            }
-        },
-    };
-    let cursor = params
-        .cursor
-        .as_deref()
-        .map(|c| {
-            Cursor::decode(c)
-                .ok_or_else(|| ApiError::invalid("cursor", "`cursor` is not one this API issued"))
-        })
-        .transpose()?;
-    // One extra row tells whether there is a next page.
-    let mut tasks = state
+    let limit = pagination::limit(params.limit.as_deref())?;
+    let cursor = pagination::cursor(params.cursor.as_deref(), Cursor::decode)?;
+    let tasks = state
         .store
         .list_tasks(&caller.tenant, &filter, limit + 1, cursor.as_ref())
         .await?;
-    let next_cursor = if tasks.len() as i64 > limit {
-        tasks.truncate(limit as usize);
-        tasks.last().map(|t| {
-            Cursor {
-                created_at: t.created_at,
-                id: t.id,
-            }
-            .encode()
-        })
-    } else {
-        None
+    let cursor_of = |t: &TaskRecord| {
+        Cursor {
+            created_at: t.created_at,
+            id: t.id,
+        }
+        .encode()
     };
-    Ok(Json(Page {
-        items: tasks.into_iter().map(task_view).collect(),
-        next_cursor,
-    }))
+    Ok(Json(pagination::page(tasks, limit, cursor_of, task_view)))
 }
 
 async fn events(
