@@ -32,7 +32,6 @@ pub async fn handle(
             return reject(publisher, &delivery, &format!("unparseable report: {err}")).await
         }
     };
-    tracing::debug!(kind = ?std::mem::discriminant(&report), "report received");
     let span = tracing::Span::current();
     span.record("task_id", tracing::field::display(report.task_id()));
     span.record("agent_id", tracing::field::display(report.agent_id()));

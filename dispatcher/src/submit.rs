@@ -80,8 +80,17 @@ pub async fn handle(
     // A submission redelivered while its task waits for a retry must not cut the wait
     // short: the sweep places the retry when it is due.
     let waiting_retry = task.state == TaskState::Retrying && task.next_placement_at > Utc::now();
-    if !waiting_retry && placement::place(ctx, tenant, publisher, task).await == Placed::Interrupted
-    {
+    // Redelivered while `routing`: a dispatcher may have died after recording the
+    // placement and before publishing it. A second copy of the assignment is harmless
+    // (the agent runs an attempt once).
+    let placed = if task.state == TaskState::Routing && delivery.redelivered {
+        placement::republish(ctx, tenant, publisher, task).await
+    } else if waiting_retry {
+        Placed::NotWaiting
+    } else {
+        placement::place(ctx, tenant, publisher, task).await
+    };
+    if placed == Placed::Interrupted {
         return Handled::Released;
     }
     ack(&delivery).await

@@ -275,11 +275,7 @@ async fn attempt(ctx: &Context, client: &reqwest::Client, due: DueDelivery) {
     let d = &due.delivery;
     let used = (d.attempt + 1).saturating_sub(d.budget_from);
     let failed = |response_status, error: String| AttemptOutcome {
-        next: if used >= MAX_ATTEMPTS {
-            NextStep::Dead
-        } else {
-            NextStep::RetryAt(Utc::now() + backoff(used, &mut rand::thread_rng()))
-        },
+        next: after_failure(used, &mut rand::thread_rng()),
         response_status,
         error: Some(error),
     };
@@ -351,6 +347,16 @@ pub fn signature(secret: &[u8], t: i64, body: &[u8]) -> String {
     hex::encode(mac.finalize().into_bytes())
 }
 
+/// What follows failed attempt `used` (1-based, counted from the latest redelivery
+/// request): another attempt after [`backoff`], or none after [`MAX_ATTEMPTS`].
+pub fn after_failure(used: u32, rng: &mut impl Rng) -> NextStep {
+    if used >= MAX_ATTEMPTS {
+        NextStep::Dead
+    } else {
+        NextStep::RetryAt(Utc::now() + backoff(used, rng))
+    }
+}
+
 /// The wait after failed attempt `n` (1-based): uniform in `[0, min(cap, base ×
 /// 2^(n−1))]` (full jitter, so many deliveries failing together spread out).
 pub fn backoff(n: u32, rng: &mut impl Rng) -> chrono::Duration {
@@ -397,6 +403,23 @@ mod tests {
             signature(b"Jefe", 12, b"{}"),
             hex::encode(mac.finalize().into_bytes())
         );
+    }
+
+    #[test]
+    fn eight_attempts_then_dead() {
+        let mut rng = rand::thread_rng();
+        for used in 1..MAX_ATTEMPTS {
+            let before = Utc::now();
+            let NextStep::RetryAt(at) = after_failure(used, &mut rng) else {
+                panic!("attempt {used} is retried");
+            };
+            assert!(
+                at >= before && at <= Utc::now() + BACKOFF_CAP,
+                "{used}: {at}"
+            );
+        }
+        assert_eq!(after_failure(MAX_ATTEMPTS, &mut rng), NextStep::Dead);
+        assert_eq!(after_failure(MAX_ATTEMPTS + 3, &mut rng), NextStep::Dead);
     }
 
     #[test]
