@@ -18,6 +18,11 @@ if [ -z "${CARGO_TARGET_DIR:-}" ]; then
 fi
 
 bash scripts/services.sh
+# Integration tests run Python clients (pika, schemathesis) in virtualenvs.
+if ! python3 -m venv --help >/dev/null 2>&1; then
+  log "installing python3-venv"
+  if [ "$(id -u)" -eq 0 ]; then apt-get install -y -qq python3-venv >/dev/null; else sudo apt-get install -y -qq python3-venv >/dev/null; fi
+fi
 
 log "cargo fmt --check"
 cargo fmt --all -- --check

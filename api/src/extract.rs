@@ -43,7 +43,17 @@ where
 }
 
 /// Parses `bytes` as `T`, naming the offending field on error.
+///
+/// A NUL character (`\u0000`) anywhere in a string is refused up front: PostgreSQL
+/// cannot store it in `text` or `jsonb`, and no field of the API has a use for it.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if contains_nul_escape(bytes) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_field",
+            "strings may not contain the NUL character (\\u0000)",
+        ));
+    }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|err| {
         let path = err.path().to_string();
@@ -68,6 +78,13 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         } else {
             error.with_field(path)
         }
+    })
+}
+
+/// Whether the JSON text holds a `\u0000` escape (a raw NUL byte is a syntax error).
+fn contains_nul_escape(bytes: &[u8]) -> bool {
+    bytes.windows(6).enumerate().any(|(i, w)| {
+        w == b"\\u0000" && bytes[..i].iter().rev().take_while(|b| **b == b'\\').count() % 2 == 0
     })
 }
 
@@ -101,6 +118,14 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.status, StatusCode::BAD_REQUEST);
         assert_eq!(err.field.as_deref(), Some("task.argv"), "{err:?}");
+    }
+
+    #[test]
+    fn nul_characters_are_refused_but_escaped_backslashes_are_not() {
+        let err = parse_json::<serde_json::Value>(br#"{"a":"x\u0000"}"#).unwrap_err();
+        assert!(err.message.contains("NUL"), "{err:?}");
+        // `\\u0000` is a backslash followed by the text u0000: allowed.
+        assert!(parse_json::<serde_json::Value>(br#"{"a":"\\u0000"}"#).is_ok());
     }
 
     #[test]

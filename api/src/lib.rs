@@ -18,6 +18,7 @@
 //! - [`events`]: task events the API publishes itself (a cancel that takes effect).
 //! - [`event_streams`]: live subscriptions to a tenant's events (`/v1/events/stream`).
 //! - [`http_metrics`]: HTTP request metrics middleware.
+//! - [`openapi`]: the OpenAPI 3.1 document, served at `/v1/openapi.json`.
 
 pub mod app;
 pub mod auth;
@@ -27,6 +28,7 @@ pub mod event_streams;
 pub mod events;
 pub mod extract;
 pub mod http_metrics;
+pub mod openapi;
 pub mod pagination;
 pub mod routes;
 pub mod secrets;

@@ -12,6 +12,8 @@
 //!
 //! - `<p>:presence:<tenant>:<agent>` — JSON [`PresenceRecord`], `EX ttl`.
 //! - `<p>:inflight:<tenant>:<agent>` — sorted set of task ids scored by expiry (unix ms).
+//! - `<p>:hookreplay:<hook>:<signature>` — a used inbound hook signature, `EX 600`
+//!   ([`Presence::remember_once`]).
 //! - `<p>:lock:<name>` — a lease held by one process (`SET NX PX`), for periodic jobs
 //!   that one instance at a time should run.
 
@@ -187,6 +189,22 @@ impl Presence {
         }
         let counts: Vec<u32> = pipe.query_async(&mut conn).await?;
         Ok(counts)
+    }
+
+    /// Sets `<p>:<key>` for `ttl` unless it exists (`SET NX EX`). `true` the first time
+    /// within `ttl`, `false` after: for one-time use, e.g. replay protection of signed
+    /// inbound hook requests (`hookreplay:<hook id>:<signature>`).
+    pub async fn remember_once(&self, key: &str, ttl: Duration) -> Result<bool, PresenceError> {
+        let mut conn = self.conn.clone();
+        let set: Option<String> = redis::cmd("SET")
+            .arg(format!("{}:{key}", self.prefix))
+            .arg(1)
+            .arg("NX")
+            .arg("EX")
+            .arg(ttl.as_secs().max(1))
+            .query_async(&mut conn)
+            .await?;
+        Ok(set.is_some())
     }
 
     /// Takes the lease `name` for `ttl` if no one holds it, or renews it if `owner`

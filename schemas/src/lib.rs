@@ -20,6 +20,7 @@
 //! - [`api`]: REST bodies.
 //! - [`dead_letters`]: parked messages, as stored and shown by the API.
 //! - [`webhooks`]: outbound webhooks and their deliveries, as the API shows them.
+//! - [`hooks`]: inbound webhooks: bodies, views, and the template a trigger fills in.
 //! - [`replies`]: the final outcome sent to an integrator's `reply_to` queue.
 //! - [`integrations`]: REST bodies of `/v1/integrations`.
 //! - [`version`]: the `"v": 1` marker carried by every message.
@@ -28,6 +29,7 @@ pub mod api;
 pub mod dead_letters;
 pub mod event;
 pub mod heartbeat;
+pub mod hooks;
 pub mod ids;
 pub mod integrations;
 pub mod labels;
@@ -90,5 +92,10 @@ pub fn json_schemas() -> Vec<(&'static str, schemars::Schema)> {
         ("api-create-webhook", schema_for!(webhooks::CreateWebhook)),
         ("api-webhook", schema_for!(webhooks::WebhookView)),
         ("api-webhook-delivery", schema_for!(webhooks::DeliveryView)),
+        (
+            "api-create-inbound-hook",
+            schema_for!(hooks::CreateInboundHook),
+        ),
+        ("api-inbound-hook", schema_for!(hooks::InboundHookView)),
     ]
 }

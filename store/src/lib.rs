@@ -36,6 +36,7 @@
 //! - [`integrations`]: integrations, and where a task's final outcome is sent.
 //! - [`dead_letters`]: messages parked on `ris.dead`, for listing and replay.
 //! - [`webhooks`]: outbound webhooks and their deliveries.
+//! - [`inbound_hooks`]: inbound webhooks that turn a signed POST into a task.
 //! - [`cursor`]: the opaque pagination cursor of task lists.
 //!
 //! `migrations/` holds the schema, embedded with `sqlx::migrate!()`.
@@ -54,6 +55,7 @@ pub mod cancel;
 pub mod cursor;
 pub mod dead_letters;
 pub mod error;
+pub mod inbound_hooks;
 pub mod integrations;
 pub mod pg;
 pub mod placement;
@@ -71,6 +73,7 @@ pub use cancel::CancelOutcome;
 pub use cursor::Cursor;
 pub use dead_letters::{DeadLetterCursor, DeadLetterRecord, DeadLetterRepo, NewDeadLetter};
 pub use error::{RedeemError, StoreError};
+pub use inbound_hooks::{InboundHookRecord, InboundHookRepo, NewInboundHook};
 pub use integrations::{reply_of, IntegrationRecord, IntegrationRepo, ReplyTarget};
 pub use pg::PgStore;
 pub use recovery::{AttemptResult, RecoveryRepo};
@@ -98,6 +101,7 @@ pub trait Store:
     + DeadLetterRepo
     + IntegrationRepo
     + WebhookRepo
+    + InboundHookRepo
     + Send
     + Sync
 {

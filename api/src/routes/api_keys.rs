@@ -28,7 +28,7 @@ async fn create(
     ValidJson(body): ValidJson<CreateApiKey>,
 ) -> ApiResult<(StatusCode, Json<ApiKeyCreated>)> {
     let name = body.name.trim();
-    if name.is_empty() || name.len() > 100 {
+    if name.is_empty() || name.len() > 100 || name.contains('\0') {
         return Err(ApiError::invalid(
             "name",
             "`name` must be 1 to 100 characters",

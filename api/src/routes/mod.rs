@@ -7,6 +7,7 @@ pub mod enrollment;
 pub mod events;
 pub mod health;
 pub mod heartbeat;
+pub mod hooks;
 pub mod integrations;
 pub mod settings;
 pub mod tasks;
@@ -28,8 +29,12 @@ pub fn router() -> Router<AppState> {
         .merge(heartbeat::router())
         .merge(tasks::router())
         .merge(webhooks::router())
+        .merge(hooks::router())
         .merge(settings::router())
         .merge(integrations::router())
         .merge(events::router());
-    Router::new().nest("/v1", v1).merge(health::router())
+    Router::new()
+        .nest("/v1", v1)
+        .merge(health::router())
+        .merge(crate::openapi::router())
 }

@@ -90,32 +90,7 @@ async fn submit(
     ValidJson(request): ValidJson<TaskRequest>,
 ) -> ApiResult<(StatusCode, HeaderMap, Json<TaskAccepted>)> {
     let key = idempotency_key(&headers)?;
-    let tenant = &caller.tenant;
-    if let Target::Agent(agent_id) = &request.target {
-        if state.store.get_agent(tenant, *agent_id).await?.is_none() {
-            return Err(
-                ApiError::new(StatusCode::NOT_FOUND, "agent_not_found", "agent not found")
-                    .with_field("target.agent_id"),
-            );
-        }
-    }
-    let id = TaskId::new();
-    let task = match state
-        .store
-        .insert_task(tenant, id, &request, key.as_deref())
-        .await?
-    {
-        Inserted::New(task) => {
-            metrics::counter!("ris_tasks_submitted_total", "kind" => request.task.kind())
-                .increment(1);
-            // Announced before the submission goes out, so `task.queued` precedes the
-            // dispatcher's `task.routing` on `ris.events`.
-            crate::events::task_changed(&state, &tenant.name, &task).await;
-            publish_submission(&state, tenant, task.id, &request).await;
-            task
-        }
-        Inserted::Existing(task) => task,
-    };
+    let task = accept(&state, &caller.tenant, &request, key.as_deref()).await?;
     tracing::Span::current().record("task_id", tracing::field::display(task.id));
     let mut out = HeaderMap::new();
     if let Ok(location) = HeaderValue::from_str(&format!("/v1/tasks/{}", task.id)) {
@@ -129,6 +104,39 @@ async fn submit(
             state: task.state,
         }),
     ))
+}
+
+/// Stores a submission as `queued` and publishes it to `ris.submit` (the tail of
+/// `POST /v1/tasks`, shared with inbound hooks). A known idempotency key returns the
+/// task it already made.
+pub(crate) async fn accept(
+    state: &AppState,
+    tenant: &TenantCtx,
+    request: &TaskRequest,
+    key: Option<&str>,
+) -> ApiResult<TaskRecord> {
+    if let Target::Agent(agent_id) = &request.target {
+        if state.store.get_agent(tenant, *agent_id).await?.is_none() {
+            return Err(
+                ApiError::new(StatusCode::NOT_FOUND, "agent_not_found", "agent not found")
+                    .with_field("target.agent_id"),
+            );
+        }
+    }
+    let id = TaskId::new();
+    let task = match state.store.insert_task(tenant, id, request, key).await? {
+        Inserted::New(task) => {
+            metrics::counter!("ris_tasks_submitted_total", "kind" => request.task.kind())
+                .increment(1);
+            // Announced before the submission goes out, so `task.queued` precedes the
+            // dispatcher's `task.routing` on `ris.events`.
+            crate::events::task_changed(state, &tenant.name, &task).await;
+            publish_submission(state, tenant, task.id, request).await;
+            task
+        }
+        Inserted::Existing(task) => task,
+    };
+    Ok(task)
 }
 
 /// Hands the task to a dispatcher through `ris.submit`. Failure is logged, not returned:
