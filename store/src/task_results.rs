@@ -92,6 +92,18 @@ pub(crate) async fn record_result(
         Err(Refusal::Stale { current_attempt }) => ResultOutcome::Stale { current_attempt },
         Err(Refusal::Invalid(e)) => ResultOutcome::Invalid(e),
         Ok(()) => {
+            // The result overtook its `executing` report (they travel as separate
+            // messages): record the start first, from the result's own `started_at`, so
+            // the history never skips it. The late report then changes nothing.
+            let current = if current.state == TaskState::Routing {
+                let started = Change {
+                    detail: json!({ "started_at": finished.started_at, "from": "result" }),
+                    ..Change::new(&current, TaskState::Executing, Duration::ZERO)
+                };
+                apply(&mut tx, &current, started).await?
+            } else {
+                current
+            };
             let change = Change {
                 reason: result.reason.clone(),
                 result: Some(result.clone()),
