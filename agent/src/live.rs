@@ -162,24 +162,14 @@ impl Batch {
 /// The longest prefix that does not end inside a UTF-8 sequence (invalid bytes elsewhere
 /// are left to the lossy conversion).
 fn complete_utf8_prefix(bytes: &[u8]) -> usize {
-    match std::str::from_utf8(bytes) {
-        Ok(_) => bytes.len(),
-        Err(e) if e.error_len().is_none() => e.valid_up_to(),
-        Err(_) => {
-            // Some invalid byte earlier: hold back at most a trailing partial sequence.
-            let tail = bytes.len().saturating_sub(3);
-            (tail..bytes.len())
-                .rev()
-                .find(|&i| bytes[i] >= 0xC0)
-                .filter(|&i| {
-                    let need = match bytes[i] {
-                        b if b >= 0xF0 => 4,
-                        b if b >= 0xE0 => 3,
-                        _ => 2,
-                    };
-                    i + need > bytes.len()
-                })
-                .unwrap_or(bytes.len())
+    let mut start = 0;
+    loop {
+        match std::str::from_utf8(&bytes[start..]) {
+            Ok(_) => return bytes.len(),
+            // Ends inside a sequence that more bytes may complete.
+            Err(e) if e.error_len().is_none() => return start + e.valid_up_to(),
+            // Invalid bytes: skip them and look further.
+            Err(e) => start += e.valid_up_to() + e.error_len().unwrap_or(1),
         }
     }
 }
