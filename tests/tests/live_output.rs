@@ -90,7 +90,8 @@ async fn shell_output_streams_live_and_is_stored() {
     let agent = tenant.agent("live", &["role=live"], 1).await;
     tenant.wait_online(&agent).await;
 
-    let script = "for i in 1 2 3 4; do echo line $i; sleep 1; done";
+    // The first second gives the stream time to subscribe before any output exists.
+    let script = "sleep 1; for i in 1 2 3 4; do echo line $i; sleep 1; done";
     let id = tenant
         .submit(json!({
             "target": { "agent_id": agent.id },
