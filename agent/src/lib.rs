@@ -20,6 +20,7 @@
 //! - [`running`]: the registry of running tasks and their cancellation tokens.
 //! - [`cancelled`]: memory of cancel orders, so a cancelled assignment is never run.
 //! - [`journal`]: on-disk record of accepted tasks, for redelivery and crash recovery.
+//! - [`live`]: live output of running shell tasks, batched onto `ris.results`.
 //! - [`report`]: publishing results with confirms, falling back to the outbox.
 //! - [`outbox`]: on-disk queue of results that could not be published yet.
 //! - [`heartbeat`]: the WebSocket heartbeat to the API.
@@ -35,6 +36,7 @@ mod fsutil;
 pub mod heartbeat;
 pub mod identity;
 pub mod journal;
+pub mod live;
 pub mod machine;
 pub mod outbox;
 pub mod report;

@@ -79,12 +79,13 @@ impl Reporter {
     /// Publishes and waits for the confirm; no outbox fallback.
     pub async fn publish(&self, message: &ResultMessage) -> Result<(), ReportError> {
         let publisher = self.current().ok_or(ReportError::NotConnected)?;
-        let (kind, attempt) = match message {
-            ResultMessage::Executing(e) => ("executing", e.attempt),
-            ResultMessage::Finished(f) => ("finished", f.attempt),
+        let message_id = match message {
+            ResultMessage::Executing(e) => format!("{}.{}.executing", e.task_id, e.attempt),
+            ResultMessage::Finished(f) => format!("{}.{}.finished", f.task_id, f.attempt),
+            ResultMessage::Output(o) => format!("{}.{}.output.{}", o.task_id, o.attempt, o.seq),
         };
         let options = PublishOptions {
-            message_id: Some(format!("{}.{attempt}.{kind}", message.task_id())),
+            message_id: Some(message_id),
             user_id: Some(self.username.clone()),
             mandatory: Some(true),
             ..PublishOptions::default()
@@ -93,6 +94,13 @@ impl Reporter {
         match tokio::time::timeout(self.publish_timeout, publish).await {
             Ok(result) => Ok(result?),
             Err(_) => Err(ReportError::Timeout(self.publish_timeout)),
+        }
+    }
+
+    /// Publishes live output: best effort, failures are dropped (logged at debug).
+    pub async fn publish_live(&self, message: &ResultMessage) {
+        if let Err(e) = self.publish(message).await {
+            tracing::debug!(error = %e, "live output not published; dropped");
         }
     }
 

@@ -25,8 +25,12 @@ use tracing::Instrument;
 use crate::agent::Shared;
 use crate::executor::{reason, Limits};
 use crate::journal::JournalEntry;
+use crate::live::{self, LiveOutput};
 use crate::report::Delivered;
 use crate::running::RunningGuard;
+
+/// How long a finished run waits for its last live output chunk to be published.
+const LIVE_FLUSH_WAIT: Duration = Duration::from_secs(2);
 
 /// Why the consumer loop ended.
 #[derive(Debug)]
@@ -155,10 +159,29 @@ async fn run_task(
     permit: OwnedSemaphorePermit,
 ) {
     let a = &entry.assignment;
+    let (live, receiver) = LiveOutput::channel(live::CHANNEL_CAPACITY);
+    let attempt = live::Attempt {
+        task_id: a.task_id,
+        attempt: a.attempt,
+        agent_id: shared.agent_id,
+    };
+    let reporter = shared.clone();
+    let batcher = live::spawn(attempt, receiver, move |message| {
+        let reporter = reporter.clone();
+        async move { reporter.reporter.publish_live(&message).await }
+    });
     let mut result = shared
         .executors
-        .run(&a.task, Limits::of(a), guard.token())
+        .run(&a.task, Limits::of(a), guard.token(), Some(live))
         .await;
+    // Let the last live chunk go out before the result that ends the stream (bounded:
+    // live output never holds up a result for long).
+    if tokio::time::timeout(LIVE_FLUSH_WAIT, batcher)
+        .await
+        .is_err()
+    {
+        tracing::debug!("live output still flushing; result reported anyway");
+    }
     if result.outcome == Outcome::Cancelled && shared.running.killed() {
         result.outcome = Outcome::Failed;
         result.reason = Some(reason::AGENT_SHUTDOWN.to_owned());

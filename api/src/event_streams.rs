@@ -63,6 +63,11 @@ impl TopicPattern {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// A pattern the API itself binds (a routing key it knows is valid).
+    pub(crate) fn fixed(raw: &'static str) -> Self {
+        Self(raw.to_owned())
+    }
 }
 
 /// One shared consumer connection per tenant vhost, opened on first use and replaced

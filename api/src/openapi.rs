@@ -159,6 +159,13 @@ const TYPES: Param = Param {
     schema: || json!({ "type": "string" }),
 };
 
+const FOLLOW: Param = Param {
+    name: "follow",
+    description:
+        "`true`: stream live output until the task ends; `false` (default): the stored output.",
+    schema: || json!({ "type": "boolean", "default": false }),
+};
+
 /// The tag of the probes and of this document.
 const META: &str = "meta";
 
@@ -430,6 +437,19 @@ pub const ROUTES: &[Route] = &[
         headers: &[],
         request: None,
         responses: &[(200, Body::Json(schema::<TaskView>))],
+        errors: COMMON_404,
+    },
+    Route {
+        method: Method::Get,
+        path: "/v1/tasks/{id}/output",
+        operation_id: "streamTaskOutput",
+        summary: "A task's output as Server-Sent Events (stored, or live with `follow=true`)",
+        tag: "tasks",
+        auth: Auth::Tenant,
+        query: &[FOLLOW],
+        headers: &[],
+        request: None,
+        responses: &[(200, Body::Text("text/event-stream"))],
         errors: COMMON_404,
     },
     Route {

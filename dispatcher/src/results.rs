@@ -4,11 +4,13 @@
 //! as itself; the platform's broker user, which replays dead letters, for any agent),
 //! then applied through the store, which deduplicates results by
 //! `(task_id, attempt)` and fences out stale attempts. A report that does not parse, or
-//! names a task the tenant does not have, is dead-lettered with the reason.
+//! names a task the tenant does not have, is dead-lettered with the reason. Live output
+//! (`task.output`) is not stored but relayed to `ris.events`.
 
 use ris_broker::lapin::message::Delivery;
 use ris_broker::{names, Publisher, RESULTS_QUEUE};
-use ris_schemas::messages::{Executing, Finished, ResultMessage};
+use ris_schemas::event::Event;
+use ris_schemas::messages::{Executing, Finished, OutputChunk, ResultMessage};
 use ris_schemas::task::TaskResult;
 use ris_schemas::task::TaskState;
 use ris_store::{ResultOutcome, StoreError, TaskRecord, TenantCtx, Transition, TransitionOutcome};
@@ -55,6 +57,10 @@ pub async fn handle(
     let handled = match report {
         ResultMessage::Executing(e) => executing(ctx, tenant, publisher, &e).await,
         ResultMessage::Finished(f) => finished(ctx, tenant, publisher, &f).await,
+        ResultMessage::Output(chunk) => {
+            relay_output(publisher, tenant, chunk).await;
+            Ok(true)
+        }
     };
     match handled {
         Ok(true) => ack(&delivery).await,
@@ -63,6 +69,15 @@ pub async fn handle(
         Err(Stop::Failed(err)) => {
             reject(publisher, &delivery, &format!("report refused: {err}")).await
         }
+    }
+}
+
+/// Live output is not stored: it is republished on `ris.events` (`task.output`) for
+/// whoever watches, best effort. A failed publish is logged and dropped.
+async fn relay_output(publisher: &Publisher, tenant: &TenantCtx, chunk: OutputChunk) {
+    let event = Event::output(tenant.name.as_str(), chunk);
+    if let Err(err) = ris_broker::publish_event(publisher, &event).await {
+        tracing::debug!(error = %err, "live output not relayed; dropped");
     }
 }
 

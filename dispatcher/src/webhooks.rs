@@ -179,6 +179,11 @@ pub async fn handle(
         }
     };
     tracing::Span::current().record("event", tracing::field::display(event.id.0));
+    // Live output is a best-effort view of running tasks, many events per task: it is
+    // not worth durable, retried deliveries (the final result is in `task.<state>`).
+    if event.kind == Event::OUTPUT {
+        return ack(&delivery).await;
+    }
     let hooks = match cache.get(ctx, tenant).await {
         Ok(h) => h,
         Err(Stop::Shutdown) => return Handled::Released,

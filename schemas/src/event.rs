@@ -1,13 +1,15 @@
 //! Events on the `ris.events` topic exchange.
 //!
 //! Routing key = `type`: `task.<state>` for every task state change,
-//! `agent.online` / `agent.offline` when an agent comes or goes.
+//! `agent.online` / `agent.offline` when an agent comes or goes, `task.output` for a
+//! chunk of a running task's live output (data: the [`OutputChunk`], itself versioned).
 
 use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{AgentId, EventId, TaskId};
+use crate::messages::OutputChunk;
 use crate::task::TaskState;
 use crate::version::V1;
 
@@ -28,6 +30,7 @@ pub struct Event {
 pub enum EventData {
     Task(TaskEventData),
     Agent(AgentEventData),
+    Output(OutputChunk),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -58,6 +61,20 @@ impl Event {
             tenant: tenant.to_owned(),
             time: Utc::now(),
             data: EventData::Agent(data),
+        }
+    }
+
+    /// Routing key of live output events.
+    pub const OUTPUT: &'static str = "task.output";
+
+    pub fn output(tenant: &str, chunk: OutputChunk) -> Self {
+        Event {
+            v: V1,
+            id: EventId::new(),
+            kind: Self::OUTPUT.to_owned(),
+            tenant: tenant.to_owned(),
+            time: Utc::now(),
+            data: EventData::Output(chunk),
         }
     }
 

@@ -65,6 +65,9 @@ pub enum ResultMessage {
     /// The attempt ended.
     #[serde(rename = "task.finished")]
     Finished(Finished),
+    /// A piece of a running attempt's stdout or stderr (best effort, never stored).
+    #[serde(rename = "task.output")]
+    Output(OutputChunk),
 }
 
 impl ResultMessage {
@@ -72,6 +75,7 @@ impl ResultMessage {
         match self {
             ResultMessage::Executing(e) => e.task_id,
             ResultMessage::Finished(f) => f.task_id,
+            ResultMessage::Output(o) => o.task_id,
         }
     }
 
@@ -79,6 +83,7 @@ impl ResultMessage {
         match self {
             ResultMessage::Executing(e) => e.agent_id,
             ResultMessage::Finished(f) => f.agent_id,
+            ResultMessage::Output(o) => o.agent_id,
         }
     }
 }
@@ -101,6 +106,41 @@ pub struct Finished {
     pub started_at: DateTime<Utc>,
     pub finished_at: DateTime<Utc>,
     pub result: TaskResult,
+}
+
+/// Which output stream a chunk comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputStream {
+    Stdout,
+    Stderr,
+}
+
+impl OutputStream {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutputStream::Stdout => "stdout",
+            OutputStream::Stderr => "stderr",
+        }
+    }
+}
+
+/// Live output of a running attempt: what was read from one stream since the previous
+/// chunk. Best effort: chunks may be missing (the agent drops them rather than slow the
+/// task down) and streaming stops after 1 MiB per attempt; the stored result keeps the
+/// output as before.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct OutputChunk {
+    pub v: V1,
+    pub task_id: TaskId,
+    pub attempt: u32,
+    pub agent_id: AgentId,
+    pub stream: OutputStream,
+    /// Per attempt, from 0, across both streams.
+    pub seq: u64,
+    /// Lossy UTF-8.
+    pub data: String,
+    pub sent_at: DateTime<Utc>,
 }
 
 /// Orders for one agent, on `ris.agent.<id>.ctl` (consumed on its own channel, so a busy
@@ -170,6 +210,24 @@ mod tests {
         json["v"] = 2.into();
         let err = serde_json::from_value::<ResultMessage>(json).unwrap_err();
         assert!(err.to_string().contains("version"), "{err}");
+    }
+
+    #[test]
+    fn output_round_trip() {
+        let msg = ResultMessage::Output(OutputChunk {
+            v: V1,
+            task_id: TaskId::new(),
+            attempt: 1,
+            agent_id: AgentId::new(),
+            stream: OutputStream::Stderr,
+            seq: 3,
+            data: "line 1\n".to_owned(),
+            sent_at: Utc::now(),
+        });
+        let json = serde_json::to_value(&msg).unwrap();
+        assert_eq!(json["type"], "task.output");
+        assert_eq!(json["stream"], "stderr");
+        assert_eq!(serde_json::from_value::<ResultMessage>(json).unwrap(), msg);
     }
 
     #[test]

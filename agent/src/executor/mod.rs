@@ -14,6 +14,8 @@ use ris_schemas::messages::Assignment;
 use ris_schemas::task::{Outcome, TaskOutput, TaskResult, TaskSpec};
 use tokio_util::sync::CancellationToken;
 
+use crate::live::LiveOutput;
+
 pub use http::HttpExecutor;
 
 /// Reasons carried in [`TaskResult::reason`].
@@ -78,15 +80,19 @@ impl Executors {
         })
     }
 
-    /// Runs `spec` within `limits`; `cancel` stops it early (outcome `cancelled`).
+    /// Runs `spec` within `limits`; `cancel` stops it early (outcome `cancelled`). A
+    /// shell task's output is also offered to `live` as it is read.
     pub async fn run(
         &self,
         spec: &TaskSpec,
         limits: Limits,
         cancel: &CancellationToken,
+        live: Option<LiveOutput>,
     ) -> TaskResult {
         match spec {
-            TaskSpec::Shell(shell) => shell::run(shell, limits, self.grace, cancel).await,
+            TaskSpec::Shell(shell) => {
+                shell::run_live(shell, limits, self.grace, cancel, live).await
+            }
             TaskSpec::Http(http) => self.http.run(http, limits, cancel).await,
             TaskSpec::Noop(_) => TaskResult {
                 outcome: Outcome::Completed,

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
+use ris_schemas::messages::OutputStream;
 use ris_schemas::task::{Command as Cmd, Outcome, ShellOutput, ShellSpec, TaskOutput, TaskResult};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::{Child, Command};
@@ -22,6 +23,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::{elapsed_ms, reason, unsuccessful, KillGrace, Limits};
+use crate::live::LiveOutput;
 
 /// How long output readers may linger after the process group is gone (a process that
 /// left the group could still hold the pipe).
@@ -35,6 +37,18 @@ pub async fn run(
     limits: Limits,
     grace: KillGrace,
     cancel: &CancellationToken,
+) -> TaskResult {
+    run_live(spec, limits, grace, cancel, None).await
+}
+
+/// [`run`], also offering what is read from stdout and stderr to `live` (which never
+/// blocks the task; see [`crate::live`]).
+pub async fn run_live(
+    spec: &ShellSpec,
+    limits: Limits,
+    grace: KillGrace,
+    cancel: &CancellationToken,
+    live: Option<LiveOutput>,
 ) -> TaskResult {
     let started = Instant::now();
     let (program, mut cmd) = command(spec);
@@ -55,8 +69,18 @@ pub async fn run(
         .id()
         .and_then(|id| i32::try_from(id).ok())
         .map(Pid::from_raw);
-    let mut stdout = Capture::start(child.stdout.take(), limits.output_cap);
-    let mut stderr = Capture::start(child.stderr.take(), limits.output_cap);
+    let tee = |stream| live.clone().map(|l| (l, stream));
+    let mut stdout = Capture::start(
+        child.stdout.take(),
+        limits.output_cap,
+        tee(OutputStream::Stdout),
+    );
+    let mut stderr = Capture::start(
+        child.stderr.take(),
+        limits.output_cap,
+        tee(OutputStream::Stderr),
+    );
+    drop(live);
 
     let mut exit: Option<io::Result<ExitStatus>> = None;
     let deadline = tokio::time::sleep(limits.timeout);
@@ -250,7 +274,13 @@ struct Captured {
 }
 
 impl Capture {
-    fn start<R: AsyncRead + Unpin + Send + 'static>(reader: Option<R>, cap: usize) -> Self {
+    /// Reads `reader` in the background, keeping up to `cap` bytes and offering every
+    /// piece read to `tee`.
+    fn start<R: AsyncRead + Unpin + Send + 'static>(
+        reader: Option<R>,
+        cap: usize,
+        tee: Option<(LiveOutput, OutputStream)>,
+    ) -> Self {
         let buf = Arc::new(Mutex::new(Captured::default()));
         let sink = buf.clone();
         let handle = tokio::spawn(async move {
@@ -261,6 +291,9 @@ impl Capture {
                     Ok(0) | Err(_) => break,
                     Ok(n) => n,
                 };
+                if let Some((live, stream)) = &tee {
+                    live.offer(*stream, &chunk[..n]);
+                }
                 let mut captured = sink.lock().unwrap_or_else(PoisonError::into_inner);
                 let room = cap.saturating_sub(captured.data.len());
                 let keep = room.min(n);

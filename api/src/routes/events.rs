@@ -23,12 +23,11 @@ use crate::error::{ApiError, ApiResult};
 use crate::event_streams::{EventStreams, Subscription, TopicPattern};
 use crate::state::AppState;
 
-const KEEP_ALIVE: Duration = Duration::from_secs(15);
+pub(crate) const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
+/// Expects an `Extension<Arc<EventStreams>>` layered around it (see [`super::router`]).
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/events/stream", get(stream))
-        .layer(Extension(Arc::new(EventStreams::default())))
+    Router::new().route("/events/stream", get(stream))
 }
 
 #[derive(Debug, Deserialize)]

@@ -14,7 +14,11 @@ pub mod tasks;
 pub mod tenants;
 pub mod webhooks;
 
-use axum::Router;
+use std::sync::Arc;
+
+use axum::{Extension, Router};
+
+use crate::event_streams::EventStreams;
 
 use crate::state::AppState;
 
@@ -32,7 +36,9 @@ pub fn router() -> Router<AppState> {
         .merge(hooks::router())
         .merge(settings::router())
         .merge(integrations::router())
-        .merge(events::router());
+        .merge(events::router())
+        // Shared by `/events/stream` and `/tasks/{id}/output`.
+        .layer(Extension(Arc::new(EventStreams::default())));
     Router::new()
         .nest("/v1", v1)
         .merge(health::router())

@@ -1,5 +1,6 @@
 //! Tasks: `POST /v1/tasks`, `GET /v1/tasks`, `GET /v1/tasks/{id}`,
-//! `GET /v1/tasks/{id}/events`, `POST /v1/tasks/{id}/cancel` (in [`cancel`]).
+//! `GET /v1/tasks/{id}/events`, `POST /v1/tasks/{id}/cancel` (in [`cancel`]),
+//! `GET /v1/tasks/{id}/output` (in [`output`]).
 //!
 //! A submission is written to PostgreSQL as `queued` before the 202 returns, so it is
 //! readable at once and survives anything that happens next. It is then published to
@@ -26,6 +27,7 @@ use crate::pagination;
 use crate::state::AppState;
 
 mod cancel;
+mod output;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -34,6 +36,7 @@ pub fn router() -> Router<AppState> {
         .route("/tasks/{id}/events", get(events))
         .route("/tasks/{id}/attempts", get(attempts))
         .route("/tasks/{id}/cancel", post(cancel::cancel))
+        .route("/tasks/{id}/output", get(output::output))
 }
 
 pub fn task_view(t: TaskRecord) -> TaskView {
