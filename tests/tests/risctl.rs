@@ -197,3 +197,66 @@ async fn operator_runs_commands_across_agents_with_risctl() {
     let out = run_admin(vec!["tenants", "delete", &name]).await;
     assert!(out.status.success(), "{:?}", text(&out));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn webhooks_are_managed_with_risctl() {
+    let system = System::start().await;
+    let tenant = system.tenant().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("risctl/config.json");
+    let out = risctl(
+        &config,
+        &["configure", "--api", &tenant.api_url, "--key", &tenant.key],
+    )
+    .await;
+    assert!(out.status.success(), "{:?}", text(&out));
+
+    let secret = "0123456789abcdef-secret";
+    let args = [
+        "webhooks",
+        "create",
+        "http://127.0.0.1:9/hook",
+        "--event",
+        "task.*",
+        "--secret",
+        secret,
+        "--json",
+    ];
+    let out = risctl(&config, &args).await;
+    assert!(out.status.success(), "{:?}", text(&out));
+    let created: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert!(
+        !text(&out).0.contains(secret),
+        "the secret is never shown back"
+    );
+
+    let out = risctl(&config, &["webhooks", "ls"]).await;
+    let (stdout, _) = text(&out);
+    assert!(
+        out.status.success() && stdout.contains(&id) && stdout.contains("task.*"),
+        "{stdout}"
+    );
+
+    // A bad pattern is refused with the API's message naming the field, exit 1.
+    let out = risctl(
+        &config,
+        &[
+            "webhooks",
+            "create",
+            "http://127.0.0.1:9/x",
+            "--event",
+            "Task!",
+            "--secret",
+            secret,
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1), "{:?}", text(&out));
+    assert!(text(&out).1.contains("events"), "{:?}", text(&out));
+
+    let out = risctl(&config, &["webhooks", "rm", &id]).await;
+    assert!(out.status.success(), "{:?}", text(&out));
+    let out = risctl(&config, &["webhooks", "ls", "--json"]).await;
+    assert!(!text(&out).0.contains(&id), "{:?}", text(&out));
+}

@@ -15,6 +15,7 @@ pub mod dead_letters;
 pub mod run;
 pub mod tasks;
 pub mod tenants;
+pub mod webhooks;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -65,6 +66,9 @@ pub enum Command {
     /// Dead letters: list, replay, remove.
     #[command(subcommand, name = "dead-letters")]
     DeadLetters(dead_letters::DeadLettersCmd),
+    /// Outbound webhooks: list, create, remove, deliveries, redeliver.
+    #[command(subcommand)]
+    Webhooks(webhooks::WebhooksCmd),
 }
 
 /// What every command gets: the client and the output mode.
@@ -102,6 +106,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => run::run(&ctx, args).await,
         Command::Tasks(cmd) => tasks::run(&ctx, cmd).await,
         Command::DeadLetters(cmd) => dead_letters::run(&ctx, cmd).await,
+        Command::Webhooks(cmd) => webhooks::run(&ctx, cmd).await,
     }
 }
 
