@@ -14,37 +14,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// Identifies a dead letter (time-ordered UUIDv7).
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
-)]
-#[serde(transparent)]
-pub struct DeadLetterId(pub Uuid);
-
-impl DeadLetterId {
-    pub fn new() -> Self {
-        Self(Uuid::now_v7())
-    }
-}
-
-impl Default for DeadLetterId {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl fmt::Display for DeadLetterId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl FromStr for DeadLetterId {
-    type Err = uuid::Error;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Uuid::parse_str(s).map(Self)
-    }
-}
+crate::ids::uuid_id!(
+    /// Identifies a dead letter (time-ordered UUIDv7).
+    DeadLetterId
+);
 
 /// AMQP message headers as JSON: strings stay strings, numbers numbers, tables objects,
 /// arrays arrays; byte arrays become base64 strings; timestamps become seconds since

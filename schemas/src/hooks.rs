@@ -31,38 +31,11 @@ pub const MAX_FIELDS: usize = 32;
 /// Largest template, serialized.
 pub const MAX_TEMPLATE_BYTES: usize = 64 * 1024;
 
-/// Identifies an inbound hook (time-ordered UUIDv7). Also its credential scope: the
-/// trigger URL names it, the signature proves the caller knows its secret.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
-)]
-#[serde(transparent)]
-pub struct InboundHookId(pub Uuid);
-
-impl InboundHookId {
-    pub fn new() -> Self {
-        Self(Uuid::now_v7())
-    }
-}
-
-impl Default for InboundHookId {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl fmt::Display for InboundHookId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl FromStr for InboundHookId {
-    type Err = uuid::Error;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Uuid::parse_str(s).map(Self)
-    }
-}
+crate::ids::uuid_id!(
+    /// Identifies an inbound hook (time-ordered UUIDv7). Also its credential scope: the
+    /// trigger URL names it, the signature proves the caller knows its secret.
+    InboundHookId
+);
 
 macro_rules! word {
     ($(#[$doc:meta])* $name:ident, $what:literal, $pattern:literal) => {

@@ -52,6 +52,8 @@ macro_rules! uuid_id {
         }
     };
 }
+/// Shared with the other modules that define time-ordered ids.
+pub(crate) use uuid_id;
 
 uuid_id!(
     /// Identifies an agent across its whole life (enrollment to removal).
@@ -71,6 +73,30 @@ uuid_id!(
     EventId
 );
 
+/// Checks a "slug" (tenant and integration names): 1–32 characters of lowercase
+/// letters, digits and dashes, starting and ending with a letter or digit. `what` names
+/// the thing in the error.
+pub(crate) fn check_slug(what: &str, s: &str) -> Result<(), InvalidName> {
+    let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-';
+    if s.is_empty() || s.len() > 32 {
+        return Err(InvalidName(format!(
+            "{what} must be 1 to 32 characters, got {}",
+            s.len()
+        )));
+    }
+    if !s.chars().all(ok_char) {
+        return Err(InvalidName(format!(
+            "{what} may contain only lowercase letters, digits and '-'"
+        )));
+    }
+    if s.starts_with('-') || s.ends_with('-') {
+        return Err(InvalidName(format!(
+            "{what} must start and end with a letter or digit"
+        )));
+    }
+    Ok(())
+}
+
 /// A tenant name: 1–32 characters of lowercase letters, digits and dashes, starting and
 /// ending with a letter or digit. It names the tenant's RabbitMQ vhost (`ris.<name>`).
 #[derive(
@@ -85,23 +111,7 @@ pub struct TenantName(String);
 
 impl TenantName {
     pub fn parse(s: &str) -> Result<Self, InvalidName> {
-        let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-';
-        if s.is_empty() || s.len() > 32 {
-            return Err(InvalidName(format!(
-                "tenant name must be 1 to 32 characters, got {}",
-                s.len()
-            )));
-        }
-        if !s.chars().all(ok_char) {
-            return Err(InvalidName(
-                "tenant name may contain only lowercase letters, digits and '-'".into(),
-            ));
-        }
-        if s.starts_with('-') || s.ends_with('-') {
-            return Err(InvalidName(
-                "tenant name must start and end with a letter or digit".into(),
-            ));
-        }
+        check_slug("tenant name", s)?;
         Ok(Self(s.to_owned()))
     }
 

@@ -27,23 +27,7 @@ pub struct IntegrationName(String);
 
 impl IntegrationName {
     pub fn parse(s: &str) -> Result<Self, InvalidName> {
-        let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-';
-        if s.is_empty() || s.len() > 32 {
-            return Err(InvalidName(format!(
-                "integration name must be 1 to 32 characters, got {}",
-                s.len()
-            )));
-        }
-        if !s.chars().all(ok_char) {
-            return Err(InvalidName(
-                "integration name may contain only lowercase letters, digits and '-'".into(),
-            ));
-        }
-        if s.starts_with('-') || s.ends_with('-') {
-            return Err(InvalidName(
-                "integration name must start and end with a letter or digit".into(),
-            ));
-        }
+        crate::ids::check_slug("integration name", s)?;
         Ok(Self(s.to_owned()))
     }
 

@@ -18,48 +18,11 @@ use uuid::Uuid;
 use crate::ids::InvalidName;
 use crate::task::HttpUrl;
 
-macro_rules! webhook_id {
-    ($(#[$doc:meta])* $name:ident) => {
-        $(#[$doc])*
-        #[derive(
-            Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-            JsonSchema,
-        )]
-        #[serde(transparent)]
-        pub struct $name(pub Uuid);
-
-        impl $name {
-            pub fn new() -> Self {
-                Self(Uuid::now_v7())
-            }
-        }
-
-        impl Default for $name {
-            fn default() -> Self {
-                Self::new()
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                self.0.fmt(f)
-            }
-        }
-
-        impl FromStr for $name {
-            type Err = uuid::Error;
-            fn from_str(s: &str) -> Result<Self, Self::Err> {
-                Uuid::parse_str(s).map(Self)
-            }
-        }
-    };
-}
-
-webhook_id!(
+crate::ids::uuid_id!(
     /// Identifies a webhook (time-ordered UUIDv7).
     WebhookId
 );
-webhook_id!(
+crate::ids::uuid_id!(
     /// Identifies one delivery: one event to one webhook, however many attempts it
     /// takes. Sent as `RIS-Delivery-Id`, so receivers can deduplicate.
     DeliveryId
