@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Makes sure the services RIS needs are installed and running on this machine:
 # PostgreSQL (127.0.0.1:5432, user postgres), Redis (127.0.0.1:6379) and RabbitMQ
-# (127.0.0.1:5672, guest/guest) with its management plugin (127.0.0.1:15672).
+# (127.0.0.1:5672, guest/guest) with its management plugin (127.0.0.1:15672), and a
+# Docker engine (/var/run/docker.sock) for agents' services and docker tasks; plus the
+# build tools the project expects (mold, the linker named in .cargo/config.toml).
 # Idempotent: a service that already runs is left alone. Needs root (or sudo) only to
 # install or start what is missing.
 set -euo pipefail
@@ -23,6 +25,10 @@ install_missing() {
   command -v curl >/dev/null || pkgs+=(curl)
   command -v psql >/dev/null || pkgs+=(postgresql-client)
   command -v iptables >/dev/null || pkgs+=(iptables)
+  command -v mold >/dev/null || pkgs+=(mold)
+  command -v dockerd >/dev/null || pkgs+=(docker.io)
+  # A static busybox: the root filesystem of the test image (scripts/test-image.sh).
+  dpkg -s busybox-static >/dev/null 2>&1 || pkgs+=(busybox-static)
   if [ ${#pkgs[@]} -gt 0 ]; then
     log "installing ${pkgs[*]}"
     as_root apt-get update -qq
@@ -76,8 +82,19 @@ start_rabbitmq() {
   fi
 }
 
+docker_ok() { docker info >/dev/null 2>&1; }
+
+start_docker() {
+  if ! docker_ok; then
+    log "starting dockerd (log: /tmp/ris-dockerd.log)"
+    as_root bash -c 'nohup dockerd >/tmp/ris-dockerd.log 2>&1 &'
+    wait_for dockerd 60 docker_ok
+  fi
+}
+
 install_missing
 start_postgres
 start_redis
 start_rabbitmq
-log "PostgreSQL, Redis and RabbitMQ (with management) are up"
+start_docker
+log "PostgreSQL, Redis, RabbitMQ (with management) and dockerd are up"

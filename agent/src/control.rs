@@ -72,5 +72,15 @@ pub fn apply(running: &Running, message: &ControlMessage) -> bool {
             tracing::info!(nonce = %nonce, "ping from the control queue");
             false
         }
+        // TODO(docker-agent): hand to the service manager.
+        ControlMessage::ServiceApply {
+            service, revision, ..
+        }
+        | ControlMessage::ServiceRemove {
+            service, revision, ..
+        } => {
+            tracing::warn!(service = %service, revision, "service order ignored: not implemented");
+            false
+        }
     }
 }

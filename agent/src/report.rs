@@ -83,6 +83,12 @@ impl Reporter {
             ResultMessage::Executing(e) => format!("{}.{}.executing", e.task_id, e.attempt),
             ResultMessage::Finished(f) => format!("{}.{}.finished", f.task_id, f.attempt),
             ResultMessage::Output(o) => format!("{}.{}.output.{}", o.task_id, o.attempt, o.seq),
+            ResultMessage::ServiceStatus(s) => format!(
+                "{}.service.{}.{}",
+                s.agent_id,
+                s.report.service,
+                s.sent_at.timestamp_nanos_opt().unwrap_or_default()
+            ),
         };
         let options = PublishOptions {
             message_id: Some(message_id),

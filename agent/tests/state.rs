@@ -136,7 +136,7 @@ async fn outbox_keeps_order_across_reopen() {
         .flush(|m| {
             let ok = seen.len() < 2;
             if ok {
-                seen.push(m.task_id());
+                seen.push(m.task_id().unwrap());
             }
             async move {
                 if ok {
@@ -160,7 +160,7 @@ async fn outbox_keeps_order_across_reopen() {
     let mut rest = Vec::new();
     let flushed = outbox
         .flush(|m| {
-            rest.push(m.task_id());
+            rest.push(m.task_id().unwrap());
             async { Ok::<(), String>(()) }
         })
         .await

@@ -35,7 +35,9 @@ pub async fn handle(
         }
     };
     let span = tracing::Span::current();
-    span.record("task_id", tracing::field::display(report.task_id()));
+    if let Some(task_id) = report.task_id() {
+        span.record("task_id", tracing::field::display(task_id));
+    }
     span.record("agent_id", tracing::field::display(report.agent_id()));
     let expected_user = names::agent_user(&tenant.name, report.agent_id());
     let user = delivery
@@ -61,6 +63,8 @@ pub async fn handle(
             relay_output(publisher, tenant, chunk).await;
             Ok(true)
         }
+        // TODO(services-control): record the instance state, emit service.* events.
+        ResultMessage::ServiceStatus(_) => Ok(true),
     };
     match handled {
         Ok(true) => ack(&delivery).await,

@@ -2,7 +2,11 @@
 //!
 //! Routing key = `type`: `task.<state>` for every task state change,
 //! `agent.online` / `agent.offline` when an agent comes or goes, `task.output` for a
-//! chunk of a running task's live output (data: the [`OutputChunk`], itself versioned).
+//! chunk of a running task's live output (data: the [`OutputChunk`], itself versioned),
+//! `service.<what>` for services: `service.updated` (a new revision was declared),
+//! `service.deleted`, and per agent `service.running`, `service.converging`,
+//! `service.rolled_back`, `service.failed`, `service.removed` (instance state changes)
+//! and `service.restarted` (a replica that died was restored).
 
 use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
@@ -10,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::{AgentId, EventId, TaskId};
 use crate::messages::OutputChunk;
+use crate::service::{InstanceState, ServiceName};
 use crate::task::TaskState;
 use crate::version::V1;
 
@@ -31,6 +36,24 @@ pub enum EventData {
     Task(TaskEventData),
     Agent(AgentEventData),
     Output(OutputChunk),
+    Service(ServiceEventData),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ServiceEventData {
+    pub service: ServiceName,
+    pub revision: u32,
+    /// The agent, for per-agent events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<AgentId>,
+    /// The instance state, for per-agent events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<InstanceState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// `service.restarted`: how many replicas were restored since the previous report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restarts: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -75,6 +98,18 @@ impl Event {
             tenant: tenant.to_owned(),
             time: Utc::now(),
             data: EventData::Output(chunk),
+        }
+    }
+
+    /// `what`: `updated`, `deleted`, `restarted`, or an instance state.
+    pub fn service(tenant: &str, what: &str, data: ServiceEventData) -> Self {
+        Event {
+            v: V1,
+            id: EventId::new(),
+            kind: format!("service.{what}"),
+            tenant: tenant.to_owned(),
+            time: Utc::now(),
+            data: EventData::Service(data),
         }
     }
 

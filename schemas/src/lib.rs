@@ -17,6 +17,8 @@
 //! - [`messages`]: what travels through RabbitMQ (submit, assignment, report, control).
 //! - [`heartbeat`]: frames on the agent heartbeat WebSocket.
 //! - [`event`]: events published on `ris.events`.
+//! - [`service`]: Docker services: specs, revisions, per-agent status.
+//! - [`docker`]: one-off `docker` tasks.
 //! - [`api`]: REST bodies.
 //! - [`dead_letters`]: parked messages, as stored and shown by the API.
 //! - [`webhooks`]: outbound webhooks and their deliveries, as the API shows them.
@@ -27,6 +29,7 @@
 
 pub mod api;
 pub mod dead_letters;
+pub mod docker;
 pub mod event;
 pub mod heartbeat;
 pub mod hooks;
@@ -37,6 +40,7 @@ pub mod messages;
 pub mod replies;
 pub mod result;
 pub mod retry;
+pub mod service;
 pub mod state;
 pub mod task;
 pub mod version;
@@ -97,5 +101,12 @@ pub fn json_schemas() -> Vec<(&'static str, schemars::Schema)> {
             schema_for!(hooks::CreateInboundHook),
         ),
         ("api-inbound-hook", schema_for!(hooks::InboundHookView)),
+        ("api-put-service", schema_for!(service::PutService)),
+        ("api-scale-service", schema_for!(service::ScaleService)),
+        ("api-service", schema_for!(service::ServiceView)),
+        (
+            "api-service-revision",
+            schema_for!(service::ServiceRevision),
+        ),
     ]
 }

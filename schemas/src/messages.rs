@@ -14,6 +14,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{AgentId, TaskId};
+use crate::service::{ServiceName, ServiceSpec, ServiceStatusReport};
 use crate::task::{TaskRequest, TaskResult, TaskSpec};
 use crate::version::V1;
 
@@ -68,14 +69,19 @@ pub enum ResultMessage {
     /// A piece of a running attempt's stdout or stderr (best effort, never stored).
     #[serde(rename = "task.output")]
     Output(OutputChunk),
+    /// Where the agent stands with one service: on every change, and every 30 s.
+    #[serde(rename = "service.status")]
+    ServiceStatus(ServiceStatus),
 }
 
 impl ResultMessage {
-    pub fn task_id(&self) -> TaskId {
+    /// The task the message is about (none for service reports).
+    pub fn task_id(&self) -> Option<TaskId> {
         match self {
-            ResultMessage::Executing(e) => e.task_id,
-            ResultMessage::Finished(f) => f.task_id,
-            ResultMessage::Output(o) => o.task_id,
+            ResultMessage::Executing(e) => Some(e.task_id),
+            ResultMessage::Finished(f) => Some(f.task_id),
+            ResultMessage::Output(o) => Some(o.task_id),
+            ResultMessage::ServiceStatus(_) => None,
         }
     }
 
@@ -84,8 +90,18 @@ impl ResultMessage {
             ResultMessage::Executing(e) => e.agent_id,
             ResultMessage::Finished(f) => f.agent_id,
             ResultMessage::Output(o) => o.agent_id,
+            ResultMessage::ServiceStatus(s) => s.agent_id,
         }
     }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ServiceStatus {
+    pub v: V1,
+    pub agent_id: AgentId,
+    pub sent_at: DateTime<Utc>,
+    #[serde(flatten)]
+    pub report: ServiceStatusReport,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -160,6 +176,24 @@ pub enum ControlMessage {
     },
     #[serde(rename = "ping")]
     Ping { v: V1, nonce: String },
+    /// Run this revision of a service (the agent stores it on disk and converges to it).
+    /// Sent on every change and again whenever the agent's report lags behind, so it may
+    /// arrive more than once or out of order: the agent keeps the highest revision.
+    #[serde(rename = "service.apply")]
+    ServiceApply {
+        v: V1,
+        service: ServiceName,
+        revision: u32,
+        spec: ServiceSpec,
+    },
+    /// Remove every container of a service and forget it. `revision` is the service's
+    /// last revision: an older `service.apply` arriving late does not bring it back.
+    #[serde(rename = "service.remove")]
+    ServiceRemove {
+        v: V1,
+        service: ServiceName,
+        revision: u32,
+    },
 }
 
 #[cfg(test)]

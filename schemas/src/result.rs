@@ -14,6 +14,7 @@ pub enum TaskOutput {
     Shell(ShellOutput),
     Http(HttpOutput),
     Noop,
+    Docker(crate::docker::DockerOutput),
     /// The task could not be started or run at all; `reason` says why.
     None,
 }

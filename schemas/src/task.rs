@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::docker::DockerSpec;
 use crate::ids::{AgentId, InvalidName};
 use crate::labels::LabelSelector;
 
@@ -203,6 +204,8 @@ pub enum TaskSpec {
     Http(HttpSpec),
     /// Does nothing and completes at once. For benchmarks and smoke tests.
     Noop(NoopSpec),
+    /// A one-off Docker operation (`op`: pull, run, ps, inspect, stop, rm, images, logs).
+    Docker(DockerSpec),
 }
 
 impl TaskSpec {
@@ -211,6 +214,15 @@ impl TaskSpec {
             TaskSpec::Shell(_) => "shell",
             TaskSpec::Http(_) => "http",
             TaskSpec::Noop(_) => "noop",
+            TaskSpec::Docker(_) => "docker",
+        }
+    }
+
+    /// The agent capability this task needs, beyond the basic kinds every agent runs.
+    pub fn required_capability(&self) -> Option<&'static str> {
+        match self {
+            TaskSpec::Docker(_) => Some(crate::docker::DOCKER_CAPABILITY),
+            _ => None,
         }
     }
 }
@@ -224,6 +236,7 @@ enum TaskSpecSchema {
     Shell(RawShellSpec),
     Http(HttpSpec),
     Noop(NoopSpec),
+    Docker(DockerSpec),
 }
 
 impl TryFrom<serde_json::Value> for TaskSpec {
@@ -243,9 +256,12 @@ impl TryFrom<serde_json::Value> for TaskSpec {
             "shell" => parse_nested(rest).map(TaskSpec::Shell),
             "http" => parse_nested(rest).map(TaskSpec::Http),
             "noop" => parse_nested(rest).map(TaskSpec::Noop),
+            "docker" => parse_nested(rest).map(TaskSpec::Docker),
             other => Err(nested(
                 "kind",
-                &format!("unknown variant `{other}`, expected one of `shell`, `http`, `noop`"),
+                &format!(
+                    "unknown variant `{other}`, expected one of `shell`, `http`, `noop`, `docker`"
+                ),
             )),
         }
     }

@@ -101,6 +101,14 @@ impl Executors {
                 duration_ms: 0,
                 output: TaskOutput::Noop,
             },
+            // TODO(docker-agent): the bollard executor.
+            TaskSpec::Docker(_) => unsuccessful(
+                Outcome::Failed,
+                "docker_unavailable",
+                "this agent has no Docker engine",
+                Instant::now(),
+                TaskOutput::None,
+            ),
         }
     }
 }

@@ -223,6 +223,7 @@ pub fn spec(s: &TaskSpec) -> String {
         },
         TaskSpec::Http(http) => format!("http: {} {}", http.method.as_str(), http.url.as_url()),
         TaskSpec::Noop(_) => "noop".to_owned(),
+        TaskSpec::Docker(d) => format!("docker {}", d.op()),
     }
 }
 
@@ -240,6 +241,10 @@ pub fn result_summary(r: &TaskResult) -> String {
         },
         TaskOutput::Http(o) => format!("HTTP {}", o.status),
         TaskOutput::Noop => "noop".to_owned(),
+        TaskOutput::Docker(o) => match o.exit_code {
+            Some(code) => format!("exit {code}"),
+            None => "docker".to_owned(),
+        },
         TaskOutput::None => r.reason.clone().unwrap_or_else(|| "not run".to_owned()),
     }
 }
@@ -259,6 +264,16 @@ pub fn streams(r: &TaskResult) -> Vec<(&'static str, String)> {
             ("stderr", note(&o.stderr, o.stderr_truncated)),
         ],
         TaskOutput::Http(o) => vec![("body", note(&o.body, o.body_truncated))],
+        TaskOutput::Docker(o) => {
+            let mut out = vec![
+                ("stdout", note(&o.stdout, o.truncated)),
+                ("stderr", note(&o.stderr, o.truncated)),
+            ];
+            if !o.data.is_null() {
+                out.push(("data", format!("{:#}\n", o.data)));
+            }
+            out
+        }
         TaskOutput::Noop | TaskOutput::None => Vec::new(),
     }
 }
