@@ -184,7 +184,7 @@ pub enum ControlMessage {
         v: V1,
         service: ServiceName,
         revision: u32,
-        spec: ServiceSpec,
+        spec: Box<ServiceSpec>,
     },
     /// Remove every container of a service and forget it. `revision` is the service's
     /// last revision: an older `service.apply` arriving late does not bring it back.
