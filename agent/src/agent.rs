@@ -1,20 +1,24 @@
 //! [`Agent`]: the top-level loop of one agent.
 //!
-//! `run` reports tasks a previous run died in, then starts the heartbeat and the AMQP
-//! supervisor and waits for the shutdown token. On shutdown it stops taking tasks,
-//! gives running ones the grace period, kills what is left (reported as failed with
-//! reason `agent_shutdown`), lets the results out, and closes the connections.
+//! `run` reports tasks a previous run died in, probes the Docker engine and starts the
+//! service reconcilers, then the heartbeat and the AMQP supervisor, and waits for the
+//! shutdown token. On shutdown it stops taking tasks, gives running ones the grace
+//! period, kills what is left (reported as failed with reason `agent_shutdown`), stops
+//! the reconcilers (containers keep running), lets the results out, and closes the
+//! connections.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use ris_schemas::ids::AgentId;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{AgentConfig, Timings};
-use crate::executor::Executors;
+use crate::config::{AgentConfig, DockerConfig, Timings};
+use crate::docker::{Engine, Owner};
+use crate::executor::{DockerExecutor, Executors};
 use crate::heartbeat::{self, HeartbeatConfig};
 use crate::identity::{Identity, IdentityError};
 use crate::journal::{Journal, JournalError};
@@ -22,6 +26,8 @@ use crate::machine::Machine;
 use crate::outbox::{Outbox, OutboxError};
 use crate::report::Reporter;
 use crate::running::Running;
+use crate::service::forward;
+use crate::service::{ServiceConfig, ServiceError, ServiceManager};
 use crate::{supervisor, worker};
 
 /// How long the heartbeat and the broker connection get to close at the very end.
@@ -39,6 +45,8 @@ pub enum AgentError {
     HttpClient(#[from] reqwest::Error),
     #[error("the identity's capacity must be at least 1")]
     ZeroCapacity,
+    #[error(transparent)]
+    Services(#[from] ServiceError),
 }
 
 /// What the worker, the supervisor and the task runs share.
@@ -53,6 +61,14 @@ pub(crate) struct Shared {
     pub tracker: TaskTracker,
     pub timings: Timings,
     pub state_dir: PathBuf,
+    /// The local Docker engine (probed; the heartbeat's `docker` capability follows).
+    pub engine: Engine,
+    pub docker: DockerConfig,
+    /// Docker services on this agent; their reports go out through `status_rx`.
+    pub services: ServiceManager,
+    pub status_rx: std::sync::Mutex<Option<forward::StatusReceiver>>,
+    /// Stops the service reconcilers and the engine probe (after the drain).
+    pub services_stop: CancellationToken,
 }
 
 pub struct Agent {
@@ -93,11 +109,30 @@ impl Agent {
             config.timings.publish_timeout,
             outbox,
         );
+        let engine = Engine::new(config.docker.socket.clone());
+        let owner = Owner::new(identity.enrollment.tenant.to_string(), agent_id.to_string());
+        let (status_tx, status_rx) = tokio::sync::mpsc::unbounded_channel();
+        let services_stop = CancellationToken::new();
+        let services = ServiceManager::open(
+            ServiceConfig {
+                dir: config.services_dir(),
+                owner: owner.clone(),
+                engine: engine.clone(),
+                timings: config.docker.services.clone(),
+            },
+            status_tx,
+            services_stop.clone(),
+        )?;
         let shared = Shared {
             journal: Journal::open(config.journal_dir())?,
             reporter,
             running: Running::new(identity.capacity),
-            executors: Executors::new()?,
+            executors: Executors::new(DockerExecutor::new(engine.clone(), owner))?,
+            engine,
+            docker: config.docker,
+            services,
+            status_rx: std::sync::Mutex::new(Some(status_rx)),
+            services_stop,
             tracker: TaskTracker::new(),
             timings: config.timings,
             state_dir: config.state_dir,
@@ -146,6 +181,8 @@ impl Agent {
             );
         }
 
+        let docker = start_docker(&shared).await;
+
         let conn_stop = CancellationToken::new();
         let heartbeat_stop = CancellationToken::new();
         let heartbeat = tokio::spawn(heartbeat::run(
@@ -162,6 +199,7 @@ impl Agent {
 
         shutdown.cancelled().await;
         drain(&shared).await;
+        stop_docker(&shared, docker).await;
         // The heartbeat ran until now: it is the lease of the tasks still running.
         conn_stop.cancel();
         heartbeat_stop.cancel();
@@ -174,6 +212,51 @@ impl Agent {
         }
         tracing::info!("agent stopped");
         Ok(())
+    }
+}
+
+/// The engine probe and the service report forwarder.
+struct DockerTasks {
+    probe: JoinHandle<()>,
+    forwarder: Option<JoinHandle<()>>,
+}
+
+/// Probes the engine once (so the first heartbeat tells the truth), then starts the
+/// periodic probe, the report forwarder and the service reconcilers.
+async fn start_docker(shared: &Arc<Shared>) -> DockerTasks {
+    if !shared.engine.probe().await {
+        tracing::warn!(socket = %shared.engine.socket().display(), "no docker engine answers; docker work is not advertised");
+    }
+    let stop = shared.services_stop.clone();
+    let probe = tokio::spawn(
+        shared
+            .engine
+            .clone()
+            .run_probe(shared.docker.probe_every, stop.clone()),
+    );
+    let receiver = shared
+        .status_rx
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take();
+    let forwarder = receiver.map(|rx| tokio::spawn(forward::forward(shared.clone(), rx, stop)));
+    shared.services.start().await;
+    DockerTasks { probe, forwarder }
+}
+
+/// Stops the reconcilers (containers keep running without the agent) and lets their
+/// last reports out while the connection is still up.
+async fn stop_docker(shared: &Shared, tasks: DockerTasks) {
+    if tokio::time::timeout(CLOSE_TIMEOUT, shared.services.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("service reconcilers did not stop in time (a pull in progress?)");
+    }
+    shared.services_stop.cancel();
+    let _ = tasks.probe.await;
+    if let Some(forwarder) = tasks.forwarder {
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, forwarder).await;
     }
 }
 
@@ -226,5 +309,6 @@ fn heartbeat_config(shared: &Shared) -> HeartbeatConfig {
         )),
         capacity: identity.capacity,
         labels: identity.labels.clone(),
+        docker: Some(shared.engine.clone()),
     }
 }

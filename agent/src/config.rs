@@ -17,12 +17,39 @@ pub const STATE_DIR_ENV: &str = "RIS_AGENT_STATE_DIR";
 /// State directory when neither `--state-dir` nor [`STATE_DIR_ENV`] is given.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/ris-agent";
 
+/// Environment variable naming the Docker engine socket when `--docker-socket` is not
+/// given (precedence: flag, then this variable, then [`DEFAULT_DOCKER_SOCKET`]).
+pub const DOCKER_SOCKET_ENV: &str = "RIS_AGENT_DOCKER_SOCKET";
+pub use crate::docker::engine::DEFAULT_SOCKET as DEFAULT_DOCKER_SOCKET;
+
 /// What the agent needs before it loads its identity.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
-    /// Holds `identity.json`, `journal/` and `outbox/`.
+    /// Holds `identity.json`, `journal/`, `outbox/` and `services/`.
     pub state_dir: PathBuf,
     pub timings: Timings,
+    pub docker: DockerConfig,
+}
+
+/// The Docker engine the agent runs services and docker tasks on.
+#[derive(Debug, Clone)]
+pub struct DockerConfig {
+    /// Unix socket of the engine. Absent or not answering: the agent advertises no
+    /// `docker` capability, docker tasks fail `docker_unavailable`.
+    pub socket: PathBuf,
+    /// How often the engine is pinged (the capability follows).
+    pub probe_every: Duration,
+    pub services: crate::service::ServiceTimings,
+}
+
+impl Default for DockerConfig {
+    fn default() -> Self {
+        Self {
+            socket: PathBuf::from(DEFAULT_DOCKER_SOCKET),
+            probe_every: Duration::from_secs(15),
+            services: crate::service::ServiceTimings::default(),
+        }
+    }
 }
 
 impl AgentConfig {
@@ -30,6 +57,7 @@ impl AgentConfig {
         Self {
             state_dir: state_dir.into(),
             timings: Timings::default(),
+            docker: DockerConfig::default(),
         }
     }
 
@@ -40,6 +68,15 @@ impl AgentConfig {
     pub fn outbox_dir(&self) -> PathBuf {
         outbox_dir(&self.state_dir)
     }
+
+    pub fn services_dir(&self) -> PathBuf {
+        services_dir(&self.state_dir)
+    }
+}
+
+/// One `<service>.json` per Docker service this agent runs.
+pub fn services_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("services")
 }
 
 pub fn journal_dir(state_dir: &Path) -> PathBuf {

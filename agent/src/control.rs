@@ -4,7 +4,8 @@
 //! the running task's token (the executor then kills its process group) and is
 //! remembered (see [`crate::cancelled`]) so an assignment of the task that has not
 //! started is dropped; `Ping` is logged. Every parsed message is acked; unparseable ones
-//! are rejected without requeue.
+//! are rejected without requeue. `service.apply` and `service.remove` go to the
+//! [`ServiceManager`], which stores them on disk before the delivery is acked.
 
 use futures::StreamExt;
 use ris_broker::lapin::message::Delivery;
@@ -13,21 +14,36 @@ use ris_broker::lapin::Consumer;
 use ris_schemas::messages::ControlMessage;
 
 use crate::running::Running;
+use crate::service::ServiceManager;
 
 /// Consumes control messages until the consumer ends; returns why it ended.
-pub async fn consume_control(running: Running, mut consumer: Consumer) -> String {
+pub async fn consume_control(
+    running: Running,
+    services: ServiceManager,
+    mut consumer: Consumer,
+) -> String {
     while let Some(next) = consumer.next().await {
         match next {
-            Ok(delivery) => handle(&running, &delivery).await,
+            Ok(delivery) => handle(&running, &services, &delivery).await,
             Err(e) => return e.to_string(),
         }
     }
     "control consumer cancelled".to_owned()
 }
 
-async fn handle(running: &Running, delivery: &Delivery) {
+async fn handle(running: &Running, services: &ServiceManager, delivery: &Delivery) {
     match serde_json::from_slice::<ControlMessage>(&delivery.data) {
         Ok(message) => {
+            if let Err(e) = services.handle(&message).await {
+                // Not stored: the dispatcher sends the order again while this agent's
+                // reports lag behind it.
+                tracing::error!(error = %e, "service order not stored; rejected");
+                let options = BasicRejectOptions { requeue: false };
+                if let Err(e) = delivery.acker.reject(options).await {
+                    tracing::warn!(error = %e, "control reject failed");
+                }
+                return;
+            }
             apply(running, &message);
             if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
                 tracing::warn!(error = %e, "control ack failed");
@@ -72,15 +88,7 @@ pub fn apply(running: &Running, message: &ControlMessage) -> bool {
             tracing::info!(nonce = %nonce, "ping from the control queue");
             false
         }
-        // TODO(docker-agent): hand to the service manager.
-        ControlMessage::ServiceApply {
-            service, revision, ..
-        }
-        | ControlMessage::ServiceRemove {
-            service, revision, ..
-        } => {
-            tracing::warn!(service = %service, revision, "service order ignored: not implemented");
-            false
-        }
+        // Carried out by the service manager (see `handle`).
+        ControlMessage::ServiceApply { .. } | ControlMessage::ServiceRemove { .. } => false,
     }
 }

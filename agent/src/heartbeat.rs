@@ -23,6 +23,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 
+use crate::docker::Engine;
 use crate::machine::Machine;
 use crate::running::Running;
 
@@ -41,6 +42,8 @@ pub struct HeartbeatConfig {
     pub interval: Duration,
     pub capacity: u32,
     pub labels: Labels,
+    /// The Docker engine: `docker` is advertised only while it answers (`None`: never).
+    pub docker: Option<Engine>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -248,8 +251,17 @@ async fn build_frame(
         },
         labels: config.labels.clone(),
         addresses: sample.addresses,
-        capabilities: CAPABILITIES.iter().map(|c| (*c).to_owned()).collect(),
+        capabilities: capabilities(config.docker.as_ref()),
     }
+}
+
+/// [`CAPABILITIES`], plus `docker` while the engine answers.
+pub fn capabilities(docker: Option<&Engine>) -> Vec<String> {
+    let mut caps: Vec<String> = CAPABILITIES.iter().map(|c| (*c).to_owned()).collect();
+    if docker.is_some_and(Engine::is_available) {
+        caps.push(ris_schemas::docker::DOCKER_CAPABILITY.to_owned());
+    }
+    caps
 }
 
 #[cfg(test)]

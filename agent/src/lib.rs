@@ -15,8 +15,10 @@
 //! - [`agent`]: [`Agent`], the top-level loop that ties the rest together.
 //! - [`supervisor`]: the AMQP connection loop: connect, consume, reconnect.
 //! - [`worker`]: the task consumer: accept, journal, report `executing`, ack, run.
-//! - [`control`]: the control consumer (cancel, ping).
-//! - [`executor`]: running one task (shell, http, noop) into a `TaskResult`.
+//! - [`control`]: the control consumer (cancel, revoke, ping, service orders).
+//! - [`executor`]: running one task (shell, http, noop, docker) into a `TaskResult`.
+//! - [`docker`]: the local Docker engine (bollard): connection, labels, container ops.
+//! - [`service`]: Docker services: desired state on disk and the reconciler.
 //! - [`running`]: the registry of running tasks and their cancellation tokens.
 //! - [`cancelled`]: memory of cancel orders, so a cancelled assignment is never run.
 //! - [`journal`]: on-disk record of accepted tasks, for redelivery and crash recovery.
@@ -30,6 +32,7 @@ pub mod agent;
 pub mod cancelled;
 pub mod config;
 pub mod control;
+pub mod docker;
 pub mod enroll;
 pub mod executor;
 mod fsutil;
@@ -41,6 +44,7 @@ pub mod machine;
 pub mod outbox;
 pub mod report;
 pub mod running;
+pub mod service;
 pub mod supervisor;
 pub mod worker;
 

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use ris_agent::config::{AgentConfig, DEFAULT_STATE_DIR, STATE_DIR_ENV};
+use ris_agent::config::{
+    AgentConfig, DEFAULT_DOCKER_SOCKET, DEFAULT_STATE_DIR, DOCKER_SOCKET_ENV, STATE_DIR_ENV,
+};
 use ris_agent::enroll::{self, EnrollOptions};
 use ris_agent::Agent;
 use ris_schemas::ids::AgentName;
@@ -31,7 +33,17 @@ enum Command {
     /// Exchange a one-time enrollment token for this agent's identity.
     Enroll(EnrollArgs),
     /// Run the agent with the saved identity.
-    Run(StateDir),
+    Run(RunArgs),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    state: StateDir,
+    /// Unix socket of the Docker engine for services and docker tasks. When nothing
+    /// answers there, the agent advertises no `docker` capability.
+    #[arg(long, env = DOCKER_SOCKET_ENV, default_value = DEFAULT_DOCKER_SOCKET)]
+    docker_socket: PathBuf,
 }
 
 #[derive(Args)]
@@ -83,7 +95,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Enroll(args) => enroll_cmd(args).await,
-            Command::Run(dir) => run_cmd(dir.state_dir).await,
+            Command::Run(args) => run_cmd(args).await,
         }
     });
     match result {
@@ -116,8 +128,10 @@ async fn enroll_cmd(args: EnrollArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run_cmd(state_dir: PathBuf) -> anyhow::Result<()> {
-    let agent = Agent::load(AgentConfig::new(state_dir))?;
+async fn run_cmd(args: RunArgs) -> anyhow::Result<()> {
+    let mut config = AgentConfig::new(args.state.state_dir);
+    config.docker.socket = args.docker_socket;
+    let agent = Agent::load(config)?;
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone())?;
     agent.run(shutdown).await

@@ -172,7 +172,7 @@ async fn run_task(
     });
     let mut result = shared
         .executors
-        .run(&a.task, Limits::of(a), guard.token(), Some(live))
+        .run(a.task_id, &a.task, Limits::of(a), guard.token(), Some(live))
         .await;
     // Let the last live chunk go out before the result that ends the stream (bounded:
     // live output never holds up a result for long).

@@ -73,6 +73,7 @@ async fn frames_carry_load_and_the_socket_is_reconnected() {
         interval: Duration::from_secs(1),
         capacity: 4,
         labels: common::labels(&[("env", "prod")]),
+        docker: None,
     };
     let stop = CancellationToken::new();
     let handle = tokio::spawn(heartbeat::run(
@@ -117,6 +118,7 @@ async fn a_refused_token_keeps_retrying_until_stopped() {
         interval: Duration::from_secs(1),
         capacity: 1,
         labels: common::labels(&[]),
+        docker: None,
     };
     let stop = CancellationToken::new();
     let handle = tokio::spawn(heartbeat::run(

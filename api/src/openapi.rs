@@ -22,9 +22,11 @@ use ris_schemas::api::{
 use ris_schemas::dead_letters::DeadLetterView;
 use ris_schemas::hooks::{CreateInboundHook, InboundHookView};
 use ris_schemas::integrations::{CreateIntegration, IntegrationCreated, IntegrationView};
+use ris_schemas::service::{PutService, ScaleService, ServiceRevision, ServiceView};
 use ris_schemas::task::TaskRequest;
 use ris_schemas::webhooks::{CreateWebhook, DeliveryView, WebhookView};
 
+use crate::routes::services::logs::ServiceLogs;
 use crate::state::AppState;
 
 /// `GET /v1/openapi.json`, without authentication.
@@ -156,6 +158,22 @@ const AGENT_ID: Param = Param {
 const TYPES: Param = Param {
     name: "types",
     description: "Comma-separated event type patterns (`task.*`, `agent.online`).",
+    schema: || json!({ "type": "string" }),
+};
+
+const LOGS_AGENT_ID: Param = Param {
+    name: "agent_id",
+    description: "Only this agent's containers (default: every agent holding an instance).",
+    schema: || json!({ "type": "string", "format": "uuid" }),
+};
+const TAIL: Param = Param {
+    name: "tail",
+    description: "Last lines per container, 1 to 10000 (default 100).",
+    schema: || json!({ "type": "integer", "minimum": 1, "maximum": 10000 }),
+};
+const SINCE: Param = Param {
+    name: "since",
+    description: "Only lines since this time: unix seconds or RFC 3339.",
     schema: || json!({ "type": "string" }),
 };
 
@@ -494,6 +512,115 @@ pub const ROUTES: &[Route] = &[
         ],
         errors: COMMON_409,
     },
+    // services
+    Route {
+        method: Method::Get,
+        path: "/v1/services",
+        operation_id: "listServices",
+        summary: "List services by name, with their agents counted by instance state",
+        tag: "services",
+        auth: Auth::Tenant,
+        query: &[LIMIT, CURSOR],
+        headers: &[],
+        request: None,
+        responses: &[(200, Body::Json(schema::<Page<ServiceView>>))],
+        errors: COMMON,
+    },
+    Route {
+        method: Method::Put,
+        path: "/v1/services/{name}",
+        operation_id: "putService",
+        summary:
+            "Declare a service: 201 when created, 200 when updated (a new revision) or unchanged",
+        tag: "services",
+        auth: Auth::Tenant,
+        query: &[],
+        headers: &[],
+        request: Some(schema::<PutService>),
+        responses: &[
+            (201, Body::Json(schema::<ServiceView>)),
+            (200, Body::Json(schema::<ServiceView>)),
+        ],
+        errors: COMMON_404,
+    },
+    Route {
+        method: Method::Get,
+        path: "/v1/services/{name}",
+        operation_id: "getService",
+        summary: "Show a service: desired against actual, per agent",
+        tag: "services",
+        auth: Auth::Tenant,
+        query: &[],
+        headers: &[],
+        request: None,
+        responses: &[(200, Body::Json(schema::<ServiceView>))],
+        errors: COMMON_404,
+    },
+    Route {
+        method: Method::Delete,
+        path: "/v1/services/{name}",
+        operation_id: "deleteService",
+        summary: "Delete a service: its agents remove every container it owns",
+        tag: "services",
+        auth: Auth::Tenant,
+        query: &[],
+        headers: &[],
+        request: None,
+        responses: &[(202, Body::Json(schema::<ServiceView>))],
+        errors: COMMON_404,
+    },
+    Route {
+        method: Method::Get,
+        path: "/v1/services/{name}/revisions",
+        operation_id: "listServiceRevisions",
+        summary: "A service's revisions, newest first",
+        tag: "services",
+        auth: Auth::Tenant,
+        query: &[LIMIT, CURSOR],
+        headers: &[],
+        request: None,
+        responses: &[(200, Body::Json(schema::<Page<ServiceRevision>>))],
+        errors: COMMON_404,
+    },
+    Route {
+        method: Method::Post,
+        path: "/v1/services/{name}/scale",
+        operation_id: "scaleService",
+        summary: "Set the replicas per agent (a new revision)",
+        tag: "services",
+        auth: Auth::Tenant,
+        query: &[],
+        headers: &[],
+        request: Some(schema::<ScaleService>),
+        responses: &[(200, Body::Json(schema::<ServiceView>))],
+        errors: COMMON_404,
+    },
+    Route {
+        method: Method::Post,
+        path: "/v1/services/{name}/restart",
+        operation_id: "restartService",
+        summary: "Replace every replica, one at a time (a new revision)",
+        tag: "services",
+        auth: Auth::Tenant,
+        query: &[],
+        headers: &[],
+        request: None,
+        responses: &[(200, Body::Json(schema::<ServiceView>))],
+        errors: COMMON_404,
+    },
+    Route {
+        method: Method::Get,
+        path: "/v1/services/{name}/logs",
+        operation_id: "getServiceLogs",
+        summary: "Container logs, fetched from the agents through the broker",
+        tag: "services",
+        auth: Auth::Tenant,
+        query: &[LOGS_AGENT_ID, TAIL, SINCE],
+        headers: &[],
+        request: None,
+        responses: &[(200, Body::Json(schema::<ServiceLogs>))],
+        errors: &[400, 401, 403, 404, 504],
+    },
     // webhooks
     Route {
         method: Method::Post,
@@ -790,6 +917,7 @@ fn reason(status: u16) -> &'static str {
         409 => "Conflict with the current state",
         415 => "The body is not JSON (`Content-Type: application/json`)",
         503 => "A dependency (PostgreSQL, Redis, RabbitMQ) is unavailable; retry later",
+        504 => "The agents did not answer in time",
         _ => "Response",
     }
 }

@@ -15,7 +15,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::context::{Context, Inner};
-use crate::{gauges, http, reaper, sweeper, tenants};
+use crate::{gauges, http, reaper, services, sweeper, tenants};
 
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -70,6 +70,7 @@ impl App {
         tracker.spawn(tenants::supervise(ctx.clone()));
         tracker.spawn(sweeper::run(ctx.clone()));
         tracker.spawn(reaper::run(ctx.clone()));
+        tracker.spawn(services::run(ctx.clone()));
         tracker.spawn(crate::webhooks::run(ctx.clone()));
         tracker.spawn(gauges::run(ctx.clone()));
         tracker.spawn(http::serve(self.metrics_listener, ctx.clone()));

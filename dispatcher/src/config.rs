@@ -28,6 +28,10 @@ pub struct Config {
     pub sweep_interval_ms: u64,
     /// Deliveries handled at once per consumer (also the prefetch).
     pub consumer_concurrency: u16,
+    /// How often each tenant's services are reconciled with its agents.
+    pub service_sync_ms: u64,
+    /// Seconds before an order an agent has not acknowledged is sent again.
+    pub service_resend_secs: u64,
 }
 
 impl Default for Config {
@@ -44,6 +48,8 @@ impl Default for Config {
             tenant_refresh_ms: 1000,
             sweep_interval_ms: 250,
             consumer_concurrency: 64,
+            service_sync_ms: 3000,
+            service_resend_secs: 15,
         }
     }
 }

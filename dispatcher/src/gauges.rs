@@ -5,7 +5,9 @@
 //! - `ris_queue_messages{tenant,queue}`: messages in `ris.submit`, `ris.results` and
 //!   `ris.dead` of each tenant whose worker is connected here, from the management API
 //!   (its statistics lag by a few seconds);
-//! - `ris_agents_online`: agents flagged online in PostgreSQL.
+//! - `ris_agents_online`: agents flagged online in PostgreSQL;
+//! - `ris_service_instances{state}`: service instances (one per service and agent) by
+//!   state, across tenants.
 //!
 //! Tasks by state are not reported: no store query counts them across tenants cheaply.
 //!
@@ -52,6 +54,27 @@ async fn refresh(ctx: &Context, management: &Management) {
     match ctx.store.online_agents().await {
         Ok(agents) => metrics::gauge!("ris_agents_online").set(agents.len() as f64),
         Err(err) => tracing::debug!(error = %err, "cannot count online agents"),
+    }
+    match ctx.store.instances_by_state().await {
+        Ok(counts) => {
+            use ris_schemas::service::InstanceState as S;
+            let states = [
+                S::Pending,
+                S::Converging,
+                S::Running,
+                S::RolledBack,
+                S::Failed,
+                S::Removed,
+            ];
+            for state in states {
+                let n = counts
+                    .iter()
+                    .find(|(s, _)| *s == state)
+                    .map_or(0, |(_, n)| *n);
+                metrics::gauge!("ris_service_instances", "state" => state.as_str()).set(n as f64);
+            }
+        }
+        Err(err) => tracing::debug!(error = %err, "cannot count service instances"),
     }
     let tenants: Vec<TenantName> = ctx
         .publishers

@@ -19,6 +19,7 @@
 //! - [`placement`]: chooses an agent by load and hands it the task.
 //! - [`recovery`]: retries with backoff, lost agents, lapsed assignments.
 //! - [`reaper`]: notices agents that stopped heartbeating (one instance at a time).
+//! - [`services`]: Docker services: keeps agents told (sync), records their reports.
 //! - [`sweeper`]: places tasks that wait in PostgreSQL; fails those past their deadline.
 //! - [`events`]: publishes task events on `ris.events`.
 //! - [`replies`]: sends a task's final outcome to its submitter's `reply_to` queue.
@@ -40,6 +41,7 @@ pub mod recovery;
 pub mod replies;
 pub mod results;
 pub mod retry;
+pub mod services;
 pub mod submit;
 pub mod sweeper;
 pub mod tenants;

@@ -1,10 +1,12 @@
 //! Placement: which agent runs a task, and handing it over.
 //!
 //! Candidates are the tenant's agents that match the target and are online (a presence
-//! key in Redis). Load is `running / capacity`, where `running` is the larger of what the
-//! agent last reported and what dispatchers have placed on it since (in-flight set in
-//! Redis), so a burst of placements between two heartbeats still spreads out. Lowest
-//! load wins; ties are broken at random.
+//! key in Redis) and, for a task that needs a capability (`docker`), advertise it in
+//! their heartbeat. A task for one named agent that is online without the capability
+//! fails at once with `<capability>_unavailable`. Load is `running / capacity`, where
+//! `running` is the larger of what the agent last reported and what dispatchers have
+//! placed on it since (in-flight set in Redis), so a burst of placements between two
+//! heartbeats still spreads out. Lowest load wins; ties are broken at random.
 //!
 //! The placement is recorded first (`routing`, attempt n+1) and published second. If the
 //! publish fails, the task goes back to `queued`; if the dispatcher dies in between,
@@ -104,13 +106,23 @@ pub async fn place(
     };
     if agents.is_empty() {
         if let Target::Agent(id) = task.request.target {
-            return fail_unknown_agent(ctx, tenant, publisher, &task, id).await;
+            let detail = serde_json::json!({ "agent_id": id });
+            return fail(
+                ctx,
+                tenant,
+                publisher,
+                &task,
+                "unknown_agent".into(),
+                detail,
+            )
+            .await;
         }
         return Placed::NoAgent;
     }
     let step = step.next("targets");
-    let candidates = match until_ok("presence", &ctx.shutdown, || {
-        candidates(ctx, tenant, &agents)
+    let required = task.request.task.required_capability();
+    let (candidates, lacking) = match until_ok("presence", &ctx.shutdown, || {
+        candidates(ctx, tenant, &agents, required)
     })
     .await
     {
@@ -118,6 +130,16 @@ pub async fn place(
         Err(stop) => return stopped(stop),
     };
     let Some(agent) = choose(&candidates) else {
+        // An agent named by id that is online and says it cannot run this kind of
+        // task never will while it says so: fail now rather than at the queue
+        // deadline. (A selector waits: a capable agent may still come.)
+        if let (Target::Agent(id), Some(capability), true) =
+            (&task.request.target, required, lacking > 0)
+        {
+            let reason = format!("{capability}_unavailable");
+            let detail = serde_json::json!({ "agent_id": id, "capability": capability });
+            return fail(ctx, tenant, publisher, &task, reason, detail).await;
+        }
         return Placed::NoAgent;
     };
     tracing::Span::current().record("agent_id", tracing::field::display(agent));
@@ -171,27 +193,38 @@ async fn targets(
     }
 }
 
+/// The online agents among `agents` that advertise `required` (when the task needs a
+/// capability), and how many online ones were left out for lacking it.
 async fn candidates(
     ctx: &Context,
     tenant: &TenantCtx,
     agents: &[AgentRecord],
-) -> Result<Vec<Candidate>, ris_presence::PresenceError> {
+    required: Option<&str>,
+) -> Result<(Vec<Candidate>, usize), ris_presence::PresenceError> {
     let ids: Vec<AgentId> = agents.iter().map(|a| a.id).collect();
     let presence = ctx.presence.get_many(&tenant.name, &ids).await?;
     let inflight = ctx.presence.inflight_counts(&tenant.name, &ids).await?;
-    Ok(ids
+    let mut lacking = 0;
+    let candidates = ids
         .into_iter()
         .zip(presence)
         .zip(inflight)
         .filter_map(|((agent, presence), inflight)| {
             let frame = presence?.frame;
+            if let Some(capability) = required {
+                if !frame.capabilities.iter().any(|c| c == capability) {
+                    lacking += 1;
+                    return None;
+                }
+            }
             Some(Candidate {
                 agent,
                 running: frame.running.max(inflight),
                 capacity: frame.capacity.max(1),
             })
         })
-        .collect())
+        .collect();
+    Ok((candidates, lacking))
 }
 
 /// Publishes the assignment for the attempt just recorded.
@@ -280,13 +313,16 @@ async fn assign(
     Placed::Assigned { agent, attempt }
 }
 
-async fn fail_unknown_agent(
+/// Fails a task that can never be placed (`unknown_agent`, `docker_unavailable`).
+async fn fail(
     ctx: &Context,
     tenant: &TenantCtx,
     publisher: &Publisher,
     task: &TaskRecord,
-    agent: AgentId,
+    reason: String,
+    detail: serde_json::Value,
 ) -> Placed {
+    tracing::info!(reason = %reason, "task cannot be placed; failed");
     let transition = || {
         ctx.store.transition_task(
             tenant,
@@ -295,8 +331,8 @@ async fn fail_unknown_agent(
                 to: TaskState::Failed,
                 attempt: None,
                 agent_id: None,
-                reason: Some("unknown_agent".into()),
-                detail: serde_json::json!({ "agent_id": agent }),
+                reason: Some(reason.clone()),
+                detail: detail.clone(),
             },
         )
     };

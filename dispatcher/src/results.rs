@@ -5,7 +5,8 @@
 //! then applied through the store, which deduplicates results by
 //! `(task_id, attempt)` and fences out stale attempts. A report that does not parse, or
 //! names a task the tenant does not have, is dead-lettered with the reason. Live output
-//! (`task.output`) is not stored but relayed to `ris.events`.
+//! (`task.output`) is not stored but relayed to `ris.events`. Service reports
+//! (`service.status`) update the agent's instance ([`crate::services::report`]).
 
 use ris_broker::lapin::message::Delivery;
 use ris_broker::{names, Publisher, RESULTS_QUEUE};
@@ -63,8 +64,9 @@ pub async fn handle(
             relay_output(publisher, tenant, chunk).await;
             Ok(true)
         }
-        // TODO(services-control): record the instance state, emit service.* events.
-        ResultMessage::ServiceStatus(_) => Ok(true),
+        ResultMessage::ServiceStatus(status) => {
+            crate::services::report(ctx, tenant, publisher, &status).await
+        }
     };
     match handled {
         Ok(true) => ack(&delivery).await,

@@ -24,7 +24,9 @@ pub enum DockerSpec {
     /// Create and start a container, wait for it to exit, return its exit code and
     /// (capped) logs, and remove it (unless `keep`). Pulls the image when missing.
     Run(DockerRun),
-    /// Containers on the machine (all of them, or only running ones).
+    /// Containers this agent manages (labelled `ris.managed` with its agent id): all of
+    /// them, or only running ones. `inspect`, `stop` and `rm` likewise refuse any other
+    /// container (reason `not_managed`): an agent never touches what it did not create.
     Ps {
         #[serde(default)]
         all: bool,

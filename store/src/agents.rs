@@ -1,4 +1,5 @@
-//! Agents: identity from enrollment, facts from heartbeats, address history.
+//! Agents: identity from enrollment, facts (capabilities included) from heartbeats,
+//! address history.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -28,6 +29,18 @@ pub struct AgentRecord {
     pub heartbeat_token_hash: Vec<u8>,
     pub enrolled_at: DateTime<Utc>,
     pub last_seen_at: Option<DateTime<Utc>>,
+    /// What the agent last advertised (`shell`, `docker`, ...); `None` before its first
+    /// heartbeat.
+    pub capabilities: Option<Vec<String>>,
+}
+
+impl AgentRecord {
+    /// Whether the agent last advertised `capability`.
+    pub fn has_capability(&self, capability: &str) -> bool {
+        self.capabilities
+            .as_ref()
+            .is_some_and(|c| c.iter().any(|x| x == capability))
+    }
 }
 
 /// What enrollment stores about a new agent.
@@ -50,6 +63,7 @@ pub struct AgentFacts {
     pub version: String,
     pub hostname: String,
     pub addresses: Vec<String>,
+    pub capabilities: Vec<String>,
     pub seen_at: DateTime<Utc>,
 }
 
@@ -64,7 +78,7 @@ pub struct AddressChangeRecord {
 macro_rules! agent_columns {
     () => {
         "id, tenant_id, name, labels, capacity, version, hostname, addresses, \
-         heartbeat_token_hash, enrolled_at, last_seen_at"
+         heartbeat_token_hash, enrolled_at, last_seen_at, capabilities"
     };
 }
 
@@ -81,6 +95,7 @@ pub(crate) struct AgentRow {
     heartbeat_token_hash: Vec<u8>,
     enrolled_at: DateTime<Utc>,
     last_seen_at: Option<DateTime<Utc>>,
+    capabilities: Option<Vec<String>>,
 }
 
 impl TryFrom<AgentRow> for AgentRecord {
@@ -99,6 +114,7 @@ impl TryFrom<AgentRow> for AgentRecord {
             heartbeat_token_hash: r.heartbeat_token_hash,
             enrolled_at: r.enrolled_at,
             last_seen_at: r.last_seen_at,
+            capabilities: r.capabilities,
         })
     }
 }
@@ -236,7 +252,8 @@ impl AgentRepo for PgStore {
         }
         sqlx::query(
             "UPDATE agents SET labels = $3, capacity = $4, version = $5, hostname = $6,
-                 addresses = $7, last_seen_at = GREATEST(last_seen_at, $8)
+                 addresses = $7, last_seen_at = GREATEST(last_seen_at, $8),
+                 capabilities = $9
              WHERE tenant_id = $1 AND id = $2",
         )
         .bind(tenant.id)
@@ -248,6 +265,7 @@ impl AgentRepo for PgStore {
         // An unchanged set (reordered, say) is left as stored.
         .bind(Json(if changed { &facts.addresses } else { &old }))
         .bind(facts.seen_at)
+        .bind(&facts.capabilities)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;

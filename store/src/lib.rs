@@ -1,8 +1,9 @@
 //! PostgreSQL, the system of record of RIS.
 //!
 //! Storage sits behind repository traits ([`TenantRepo`], [`AuthRepo`], [`AgentRepo`],
-//! [`TaskRepo`], gathered in [`Store`]) so the API and the dispatcher depend on what
-//! they need, tests may substitute a fake, and a second backend stays possible.
+//! [`TaskRepo`], [`ServiceRepo`], ...; gathered in [`Store`]) so the API and the
+//! dispatcher depend on what they need, tests may substitute a fake, and a second
+//! backend stays possible.
 //! [`PgStore`] implements them all with sqlx.
 //!
 //! # Tenant scoping
@@ -37,6 +38,10 @@
 //! - [`dead_letters`]: messages parked on `ris.dead`, for listing and replay.
 //! - [`webhooks`]: outbound webhooks and their deliveries.
 //! - [`inbound_hooks`]: inbound webhooks that turn a signed POST into a task.
+//! - [`services`]: Docker services, their revisions, and the orders a change makes.
+//! - [`service_changes`]: applying a change to a service (one transaction).
+//! - [`service_instances`]: each agent's side of a service: reports, views, metrics.
+//! - [`service_sync`]: the store side of the dispatcher's service sync.
 //! - [`cursor`]: the opaque pagination cursor of task lists.
 //!
 //! `migrations/` holds the schema, embedded with `sqlx::migrate!()`.
@@ -60,6 +65,10 @@ pub mod integrations;
 pub mod pg;
 pub mod placement;
 pub mod recovery;
+pub mod service_changes;
+pub mod service_instances;
+pub mod service_sync;
+pub mod services;
 pub mod task_events;
 pub mod task_results;
 pub mod tasks;
@@ -77,6 +86,11 @@ pub use inbound_hooks::{InboundHookRecord, InboundHookRepo, NewInboundHook};
 pub use integrations::{reply_of, IntegrationRecord, IntegrationRepo, ReplyTarget};
 pub use pg::PgStore;
 pub use recovery::{AttemptResult, RecoveryRepo};
+pub use service_instances::{InstanceRecord, StatusOutcome};
+pub use service_sync::{SyncState, SyncStep};
+pub use services::{
+    target_matches, ChangeOutcome, ServiceChange, ServiceOrder, ServiceRecord, ServiceRepo,
+};
 pub use task_events::TaskEventRecord;
 pub use task_results::ResultOutcome;
 pub use task_results::RetryDecision;
@@ -102,6 +116,7 @@ pub trait Store:
     + IntegrationRepo
     + WebhookRepo
     + InboundHookRepo
+    + ServiceRepo
     + Send
     + Sync
 {

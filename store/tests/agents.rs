@@ -33,6 +33,7 @@ fn facts(addresses: &[&str], seen_at: chrono::DateTime<Utc>) -> AgentFacts {
         version: "0.2.0".into(),
         hostname: "web.example".into(),
         addresses: addresses.iter().map(|a| a.to_string()).collect(),
+        capabilities: vec!["shell".into(), "docker".into()],
         seen_at,
     }
 }

@@ -18,11 +18,13 @@
 //! - [`load`]: a load driver and the exactly-once check of fault tests;
 //! - [`services`]: restarting the shared RabbitMQ, PostgreSQL and Redis, with a guard that
 //!   always brings them back;
+//! - [`docker`]: the local test image and the containers agents made (by label);
 //! - [`CutOff`]: cutting an agent run as its own uid off the network (iptables), with a
 //!   guard that always reconnects it.
 
 mod cleanup;
 mod cutoff;
+pub mod docker;
 pub mod load;
 mod process;
 pub mod services;

@@ -40,6 +40,10 @@ pub struct AgentOptions {
     /// API base URL to enroll against (the agent heartbeats there); default the
     /// tenant's [`TenantClient::api_url`].
     pub api_url: Option<String>,
+    /// Docker engine socket for `ris-agent run --docker-socket` (default: the agent's,
+    /// `/var/run/docker.sock`). A path where nothing listens makes an agent without
+    /// Docker: no `docker` capability, docker work fails `docker_unavailable`.
+    pub docker_socket: Option<PathBuf>,
 }
 
 impl Default for AgentOptions {
@@ -50,6 +54,7 @@ impl Default for AgentOptions {
             run_as: None,
             env: Vec::new(),
             api_url: None,
+            docker_socket: None,
         }
     }
 }
@@ -251,6 +256,12 @@ impl TenantClient {
             "--state-dir".to_owned(),
             state_dir.to_str().expect("utf-8 path").to_owned(),
         ];
+        if let Some(socket) = &opts.docker_socket {
+            launch.args.push("--docker-socket".to_owned());
+            launch
+                .args
+                .push(socket.to_str().expect("utf-8 path").to_owned());
+        }
         launch.env = opts.env;
         launch.run_as = opts.run_as;
         let child = launch.spawn(true);

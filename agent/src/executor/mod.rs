@@ -1,21 +1,24 @@
 //! Running one task into a [`TaskResult`].
 //!
-//! Each kind has its executor ([`shell`], [`http`]; `noop` is inline). Executors never
+//! Each kind has its executor ([`shell`], [`http`], [`docker`]; `noop` is inline). Executors never
 //! fail and never panic: whatever happens (spawn error, transport error, timeout,
 //! cancellation) becomes a result with an outcome and a machine-readable reason.
 
+pub mod docker;
 pub mod http;
 pub mod shell;
 
 use std::error::Error as StdError;
 use std::time::{Duration, Instant};
 
+use ris_schemas::ids::TaskId;
 use ris_schemas::messages::Assignment;
 use ris_schemas::task::{Outcome, TaskOutput, TaskResult, TaskSpec};
 use tokio_util::sync::CancellationToken;
 
 use crate::live::LiveOutput;
 
+pub use docker::DockerExecutor;
 pub use http::HttpExecutor;
 
 /// Reasons carried in [`TaskResult::reason`].
@@ -65,17 +68,20 @@ impl Default for KillGrace {
     }
 }
 
-/// Runs tasks of every kind. Cheap to share: holds the two HTTP clients.
+/// Runs tasks of every kind. Cheap to share: holds the two HTTP clients and the Docker
+/// engine handle.
 #[derive(Clone)]
 pub struct Executors {
     http: HttpExecutor,
+    docker: DockerExecutor,
     grace: KillGrace,
 }
 
 impl Executors {
-    pub fn new() -> Result<Self, reqwest::Error> {
+    pub fn new(docker: DockerExecutor) -> Result<Self, reqwest::Error> {
         Ok(Self {
             http: HttpExecutor::new()?,
+            docker,
             grace: KillGrace::default(),
         })
     }
@@ -84,6 +90,7 @@ impl Executors {
     /// shell task's output is also offered to `live` as it is read.
     pub async fn run(
         &self,
+        task_id: TaskId,
         spec: &TaskSpec,
         limits: Limits,
         cancel: &CancellationToken,
@@ -101,14 +108,7 @@ impl Executors {
                 duration_ms: 0,
                 output: TaskOutput::Noop,
             },
-            // TODO(docker-agent): the bollard executor.
-            TaskSpec::Docker(_) => unsuccessful(
-                Outcome::Failed,
-                "docker_unavailable",
-                "this agent has no Docker engine",
-                Instant::now(),
-                TaskOutput::None,
-            ),
+            TaskSpec::Docker(docker) => self.docker.run(task_id, docker, limits, cancel).await,
         }
     }
 }

@@ -3,6 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod docker;
+
 use ris_agent::Identity;
 use ris_schemas::api::{AmqpCredentials, EnrollResponse};
 use ris_schemas::ids::{AgentId, AgentName, TenantName};

@@ -3,8 +3,9 @@
 //! The agent authenticates with its heartbeat token (`Authorization: Bearer`), then sends
 //! a [`HeartbeatFrame`] every few seconds. Each frame renews the agent's presence in
 //! Redis (TTL) and is answered with a [`HeartbeatReply`]. Durable facts (addresses,
-//! labels, version) are written to PostgreSQL only when they change, plus a `last_seen`
-//! touch once a minute, so a large fleet costs Redis writes, not database writes.
+//! labels, version, capabilities) are written to PostgreSQL only when they change (as
+//! compared with the previous frame in Redis), plus a `last_seen` touch once a minute,
+//! so a large fleet costs Redis writes, not database writes.
 
 use std::time::{Duration, Instant};
 
@@ -138,6 +139,7 @@ async fn record(
             || a.version != b.version
             || a.hostname != b.hostname
             || a.capacity != b.capacity
+            || a.capabilities != b.capabilities
     });
     let stale = last_touch.is_none_or(|t| t.elapsed() >= TOUCH_EVERY);
     if changed || stale {
@@ -148,6 +150,7 @@ async fn record(
             version: f.version.clone(),
             hostname: f.hostname.clone(),
             addresses: f.addresses.clone(),
+            capabilities: f.capabilities.clone(),
             seen_at: now,
         };
         if state

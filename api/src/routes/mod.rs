@@ -9,6 +9,7 @@ pub mod health;
 pub mod heartbeat;
 pub mod hooks;
 pub mod integrations;
+pub mod services;
 pub mod settings;
 pub mod tasks;
 pub mod tenants;
@@ -34,6 +35,7 @@ pub fn router() -> Router<AppState> {
         .merge(tasks::router())
         .merge(webhooks::router())
         .merge(hooks::router())
+        .merge(services::router())
         .merge(settings::router())
         .merge(integrations::router())
         .merge(events::router())

@@ -13,6 +13,7 @@ use crate::config::{self, Config};
 pub mod agents;
 pub mod dead_letters;
 pub mod run;
+pub mod services;
 pub mod tasks;
 pub mod tenants;
 pub mod webhooks;
@@ -21,7 +22,7 @@ pub mod webhooks;
 #[command(
     name = "risctl",
     version,
-    about = "Command line for RIS: tenants, API keys, agents, tasks and dead letters",
+    about = "Command line for RIS: tenants, API keys, agents, tasks, services and dead letters",
     after_help = "The API URL and key come from --api/--key, else RIS_API/RIS_KEY, else the \
                   file `risctl configure` writes (RISCTL_CONFIG overrides its path)."
 )]
@@ -69,6 +70,9 @@ pub enum Command {
     /// Outbound webhooks: list, create, remove, deliveries, redeliver.
     #[command(subcommand)]
     Webhooks(webhooks::WebhooksCmd),
+    /// Docker services: list, show, declare, scale, restart, remove, logs, revisions.
+    #[command(subcommand)]
+    Services(services::ServicesCmd),
 }
 
 /// What every command gets: the client and the output mode.
@@ -107,6 +111,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Tasks(cmd) => tasks::run(&ctx, cmd).await,
         Command::DeadLetters(cmd) => dead_letters::run(&ctx, cmd).await,
         Command::Webhooks(cmd) => webhooks::run(&ctx, cmd).await,
+        Command::Services(cmd) => services::run(&ctx, cmd).await,
     }
 }
 
