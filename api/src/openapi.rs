@@ -26,8 +26,8 @@ use ris_schemas::service::{PutService, ScaleService, ServiceRevision, ServiceVie
 use ris_schemas::task::TaskRequest;
 use ris_schemas::webhooks::{CreateWebhook, DeliveryView, WebhookView};
 
-use crate::routes::services::logs::ServiceLogs;
 use crate::state::AppState;
+use ris_schemas::service::ServiceLogs;
 
 /// `GET /v1/openapi.json`, without authentication.
 pub fn router() -> Router<AppState> {

@@ -151,6 +151,10 @@ pub struct AgentView {
     pub version: String,
     pub hostname: String,
     pub addresses: Vec<String>,
+    /// What the agent can run beyond the basic kinds, as its last heartbeat said
+    /// (`docker` while its Docker engine answers).
+    #[serde(default)]
+    pub capabilities: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_seen: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

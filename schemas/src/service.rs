@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{check_slug, AgentId, InvalidName};
+use crate::ids::{check_slug, AgentId, InvalidName, TaskId};
 use crate::labels::LabelSelector;
 use crate::task::nested;
 
@@ -545,7 +545,7 @@ impl UpdatePolicy {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ServiceRevision {
     pub revision: u32,
-    /// `create`, `update`, `scale`, `restart`.
+    /// `create`, `update`, `scale`, `restart`, `delete`.
     pub change: String,
     pub target: ServiceTarget,
     pub spec: ServiceSpec,
@@ -632,6 +632,10 @@ pub struct ServiceView {
     pub spec: ServiceSpec,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Set once `DELETE` was accepted: the agents are removing the containers, and the
+    /// service disappears when every one of them reported `removed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted_at: Option<DateTime<Utc>>,
     /// Agents by instance state.
     pub agents: BTreeMap<String, u32>,
     /// Per agent: desired against actual (only in `GET /v1/services/{name}`).
@@ -658,6 +662,35 @@ pub struct InstanceView {
     pub restarts: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reported_at: Option<DateTime<Utc>>,
+}
+
+/// `GET /v1/services/{name}/logs`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct ServiceLogs {
+    pub service: ServiceName,
+    /// One entry per agent asked, by agent name.
+    pub items: Vec<AgentLogs>,
+}
+
+/// One agent's answer.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct AgentLogs {
+    pub agent_id: AgentId,
+    pub agent_name: String,
+    /// The internal task that fetched them.
+    pub task_id: TaskId,
+    /// `completed`, or why there are no logs: the task's state (`failed`, ...) or
+    /// `no_answer` when the agent did not answer in time (offline, busy, lost).
+    pub outcome: String,
+    /// `docker_unavailable`, `no_agent`, ... when not completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Log lines, each prefixed by its container's name.
+    pub lines: Vec<String>,
+    /// The output was cut at the task's output cap.
+    pub truncated: bool,
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ pub fn router() -> Router<AppState> {
 }
 
 fn view(agent: AgentRecord, presence: Option<PresenceRecord>) -> AgentView {
-    let (status, load, addresses, last_seen) = match presence {
+    let (status, load, addresses, last_seen, capabilities) = match presence {
         Some(p) => {
             let f = p.frame;
             let load = AgentLoad {
@@ -40,6 +40,7 @@ fn view(agent: AgentRecord, presence: Option<PresenceRecord>) -> AgentView {
                 Some(load),
                 f.addresses,
                 Some(p.received_at),
+                f.capabilities,
             )
         }
         None => (
@@ -47,6 +48,7 @@ fn view(agent: AgentRecord, presence: Option<PresenceRecord>) -> AgentView {
             None,
             agent.addresses,
             agent.last_seen_at,
+            agent.capabilities.unwrap_or_default(),
         ),
     };
     AgentView {
@@ -58,6 +60,7 @@ fn view(agent: AgentRecord, presence: Option<PresenceRecord>) -> AgentView {
         version: agent.version,
         hostname: agent.hostname,
         addresses,
+        capabilities,
         last_seen,
         load,
         address_history: Vec::new(),

@@ -19,11 +19,10 @@ use chrono::DateTime;
 use futures::future::join_all;
 use ris_schemas::ids::{AgentId, TaskId};
 use ris_schemas::result::TaskOutput;
-use ris_schemas::service::ServiceName;
+use ris_schemas::service::{AgentLogs, ServiceLogs, ServiceName};
 use ris_schemas::task::TaskRequest;
 use ris_store::{InstanceRecord, TaskRecord, TenantCtx};
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
 
 use super::{find, service_name};
@@ -38,35 +37,6 @@ pub const WAIT: Duration = Duration::from_secs(15);
 const DEFAULT_TAIL: u32 = 100;
 const MAX_TAIL: u32 = 10_000;
 const POLL: Duration = Duration::from_millis(200);
-
-/// `GET /v1/services/{name}/logs`.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-pub struct ServiceLogs {
-    pub service: ServiceName,
-    /// One entry per agent asked, by agent name.
-    pub items: Vec<AgentLogs>,
-}
-
-/// One agent's answer.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-pub struct AgentLogs {
-    pub agent_id: AgentId,
-    pub agent_name: String,
-    /// The internal task that fetched them.
-    pub task_id: TaskId,
-    /// `completed`, or why there are no logs: the task's state (`failed`, ...) or
-    /// `no_answer` when the agent did not answer in time (offline, busy, lost).
-    pub outcome: String,
-    /// `docker_unavailable`, `no_agent`, ... when not completed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    /// Log lines, each prefixed by its container's name.
-    pub lines: Vec<String>,
-    /// The output was cut at the task's output cap.
-    pub truncated: bool,
-}
 
 #[derive(Debug, Deserialize)]
 pub(super) struct LogParams {

@@ -117,6 +117,7 @@ fn view(
         spec: service.spec,
         created_at: service.created_at,
         updated_at: service.updated_at,
+        deleted_at: service.deleted_at,
         agents: counts,
         instances: with_instances.then_some(views),
     }
