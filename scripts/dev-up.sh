@@ -81,6 +81,23 @@ RESULT=$(tenant "$API/v1/tasks/$TASK")
 if command -v python3 >/dev/null; then echo "$RESULT" | python3 -m json.tool; else echo "$RESULT"; fi
 [ "$STATE" = completed ] || die "demo task ended $STATE; see $RUN/logs/"
 
+log "deploying a demo Docker service: 2 busybox httpd replicas with an HTTP health check"
+bash scripts/test-image.sh
+tenant -X PUT "$API/v1/services/hello" -d '{
+  "target": {"selector": "env=dev"},
+  "spec": {"image": "ris-test/busybox:1", "command": ["httpd", "-f", "-p", "80", "-h", "/www"],
+           "ports": [{"container": 80}], "replicas": 2,
+           "health_check": {"http": {"port": 80, "path": "/health"}}}}' >/dev/null
+for _ in $(seq 60); do
+  tenant "$API/v1/services/hello" | grep -q '"state":"running"' && break
+  sleep 1
+done
+SERVICE=$(tenant "$API/v1/services/hello")
+PORT=$(echo "$SERVICE" | sed -n 's/.*"80\/tcp":\([0-9]*\).*/\1/p' | head -1)
+echo "$SERVICE" | grep -q '"state":"running"' || die "demo service did not reach running; see $RUN/logs/agent.log"
+log "service hello is running; one replica answers on http://127.0.0.1:$PORT/ :"
+curl -fsS "http://127.0.0.1:$PORT/"
+
 cat <<MSG
 
 $(log "RIS is running.")
@@ -94,6 +111,7 @@ $(log "RIS is running.")
   curl -H "Authorization: Bearer \$RIS_KEY" -H 'content-type: application/json' \\
        -d '{"target":{"selector":"env=dev"},"task":{"kind":"shell","script":"date; uptime"}}' $API/v1/tasks
   curl -H "Authorization: Bearer \$RIS_KEY" $API/v1/tasks/$TASK/events
+  curl -H "Authorization: Bearer \$RIS_KEY" $API/v1/services/hello     # desired vs actual, per agent
 
   Stop everything with: bash scripts/dev-down.sh
 MSG
