@@ -37,6 +37,7 @@
 //! - [`dead_letters`]: messages parked on `ris.dead`, for listing and replay.
 //! - [`webhooks`]: outbound webhooks and their deliveries.
 //! - [`inbound_hooks`]: inbound webhooks that turn a signed POST into a task.
+//! - [`jobs`]: fleet jobs: targets, counts, dispatching children, cancelling.
 //! - [`cursor`]: the opaque pagination cursor of task lists.
 //!
 //! `migrations/` holds the schema, embedded with `sqlx::migrate!()`.
@@ -57,6 +58,7 @@ pub mod dead_letters;
 pub mod error;
 pub mod inbound_hooks;
 pub mod integrations;
+pub mod jobs;
 pub mod pg;
 pub mod placement;
 pub mod recovery;
@@ -75,6 +77,7 @@ pub use dead_letters::{DeadLetterCursor, DeadLetterRecord, DeadLetterRepo, NewDe
 pub use error::{RedeemError, StoreError};
 pub use inbound_hooks::{InboundHookRecord, InboundHookRepo, NewInboundHook};
 pub use integrations::{reply_of, IntegrationRecord, IntegrationRepo, ReplyTarget};
+pub use jobs::{JobCancel, JobCursor, JobRecord, JobRepo, JobTargetRecord, NewJob, NewTarget};
 pub use pg::PgStore;
 pub use recovery::{AttemptResult, RecoveryRepo};
 pub use task_events::TaskEventRecord;
@@ -102,6 +105,7 @@ pub trait Store:
     + IntegrationRepo
     + WebhookRepo
     + InboundHookRepo
+    + JobRepo
     + Send
     + Sync
 {
