@@ -156,6 +156,10 @@ async fn finished(
                 .record(f.result.duration_ms as f64 / 1000.0);
             events::task_changed(publisher, &tenant.name, &task).await;
             crate::replies::task_ended(ctx, tenant, publisher, &task).await;
+            if let Some(job) = task.job_id {
+                // Room for the next child, or the halt to act on.
+                crate::jobs::step(ctx, tenant, publisher, job).await?;
+            }
         }
         ResultOutcome::NotFound => return Ok(false),
         ResultOutcome::Duplicate => {

@@ -675,7 +675,8 @@ impl JobRepo for PgStore {
         if job.state != JobState::Cancelled {
             sqlx::query(
                 "UPDATE jobs SET state = 'cancelled', cancelled_at = clock_timestamp(),
-                                 reason = COALESCE(reason, 'cancelled'), updated_at = now()
+                                 reason = COALESCE(reason, 'cancelled'), updated_at = now(),
+                                 next_sweep_at = now()
                  WHERE id = $1",
             )
             .bind(id.0)

@@ -9,6 +9,7 @@ pub mod health;
 pub mod heartbeat;
 pub mod hooks;
 pub mod integrations;
+pub mod jobs;
 pub mod settings;
 pub mod tasks;
 pub mod tenants;
@@ -32,6 +33,7 @@ pub fn router() -> Router<AppState> {
         .merge(agents::router())
         .merge(heartbeat::router())
         .merge(tasks::router())
+        .merge(jobs::router())
         .merge(webhooks::router())
         .merge(hooks::router())
         .merge(settings::router())
