@@ -149,6 +149,7 @@ impl TaskRecord {
             attempt: self.attempts,
             agent_id: self.agent_id,
             reason: self.reason.clone(),
+            job_id: self.job_id,
         }
     }
 }

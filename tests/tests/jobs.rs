@@ -30,7 +30,10 @@ async fn fleet(
             capacity: 2,
             env: vec![
                 ("RIS_TEST_AGENT".into(), name.clone()),
-                ("RIS_TEST_FAIL".into(), if fails(i) { "1" } else { "0" }.into()),
+                (
+                    "RIS_TEST_FAIL".into(),
+                    if fails(i) { "1" } else { "0" }.into(),
+                ),
             ],
             ..AgentOptions::default()
         };
@@ -210,7 +213,10 @@ async fn job_runs_once_on_every_agent_within_max_concurrency() {
     assert_eq!(per_agent, expected, "runs: {runs:?}");
     let most = max_overlap(&runs);
     assert!(most <= 3, "{most} children ran at once: {runs:?}");
-    assert!(most >= 2, "the job never ran children side by side: {runs:?}");
+    assert!(
+        most >= 2,
+        "the job never ran children side by side: {runs:?}"
+    );
 
     // Per-agent rows, paginated; children are normal tasks that link to the job.
     let targets = all_targets(&tenant, &id, 4).await;
@@ -223,7 +229,10 @@ async fn job_runs_once_on_every_agent_within_max_concurrency() {
             .get(&format!("/v1/tasks/{}", t["task_id"].as_str().unwrap()))
             .await;
         assert_eq!(task["job_id"], id.as_str(), "{task}");
-        assert_eq!(task["request"]["target"]["agent_id"], t["agent_id"], "{task}");
+        assert_eq!(
+            task["request"]["target"]["agent_id"], t["agent_id"],
+            "{task}"
+        );
         assert_eq!(task["metadata"]["suite"], "jobs", "{task}");
     }
     let completed = tenant
@@ -275,8 +284,12 @@ async fn job_halts_at_the_threshold_and_nothing_starts_after_the_halt() {
 
     // No child started after the halt (agents' own records).
     let runs = runs(&record);
+    println!("{job:#}\nruns: {runs:#?}");
     let late: Vec<&Run> = runs.iter().filter(|r| r.start > halted_at).collect();
-    assert!(late.is_empty(), "started after halted_at {halted_at}: {late:?}");
+    assert!(
+        late.is_empty(),
+        "started after halted_at {halted_at}: {late:?}"
+    );
 
     // No child was created or placed after the threshold was crossed (the database's
     // records, both dispatchers).
@@ -304,7 +317,11 @@ async fn job_halts_at_the_threshold_and_nothing_starts_after_the_halt() {
         *per_agent.entry(r.agent.as_str()).or_default() += 1;
     }
     assert!(per_agent.values().all(|n| *n == 1), "{runs:?}");
-    assert!(runs.len() <= ran, "{} runs, {ran} children ran: {runs:?}", runs.len());
+    assert!(
+        runs.len() <= ran,
+        "{} runs, {ran} children ran: {runs:?}",
+        runs.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
