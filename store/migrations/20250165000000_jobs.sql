@@ -151,12 +151,12 @@ CREATE FUNCTION ris_job_child_changed() RETURNS trigger
     LANGUAGE plpgsql
     AS $$
 DECLARE
-    j jobs%ROWTYPE;
+    job_state text;
     t job_targets%ROWTYPE;
     target_state text;
     final boolean;
 BEGIN
-    SELECT * INTO j FROM jobs WHERE id = NEW.job_id FOR UPDATE;
+    SELECT state INTO job_state FROM jobs WHERE id = NEW.job_id FOR UPDATE;
     IF NOT FOUND THEN
         RETURN NULL;
     END IF;
@@ -167,8 +167,8 @@ BEGIN
     target_state := NEW.state;
     -- Cancelled before it ever ran, because the job stopped: skipped.
     IF NEW.state = 'cancelled' AND TG_OP = 'UPDATE'
-       AND OLD.state IN ('queued', 'routing', 'retrying') AND j.state <> 'running' THEN
-        target_state := CASE WHEN j.state = 'cancelled' THEN 'skipped_cancelled'
+       AND OLD.state IN ('queued', 'routing', 'retrying') AND job_state <> 'running' THEN
+        target_state := CASE WHEN job_state = 'cancelled' THEN 'skipped_cancelled'
                              ELSE 'skipped_halted' END;
     END IF;
     IF target_state = t.state THEN
@@ -183,8 +183,11 @@ BEGIN
         errors = errors + CASE WHEN target_state IN ('failed', 'timed_out') THEN 1 ELSE 0 END,
         unsettled = unsettled - CASE WHEN t.unsettled AND final THEN 1 ELSE 0 END,
         updated_at = now()
-        WHERE id = j.id;
-    PERFORM ris_job_settle(j.id);
+        WHERE id = NEW.job_id;
+    -- Only a target that became final can add an error, settle a child or end the job.
+    IF final THEN
+        PERFORM ris_job_settle(NEW.job_id);
+    END IF;
     RETURN NULL;
 END
 $$;

@@ -32,8 +32,10 @@ pub(crate) async fn begin_attempt(
     if let Err(refusal) = check(&current, None, TaskState::Routing) {
         return Ok(refusal.into());
     }
-    // A child of a job that stopped dispatching is cancelled instead of placed. The
-    // share lock waits for a change that is halting the job, and holds off the next.
+    // A child of a job that stopped dispatching is cancelled instead of placed. The job
+    // row lock waits for a change that is halting the job, and holds off the next. (Not
+    // a share lock: the placement's own change takes the row lock through the counts
+    // trigger, and two placements upgrading share locks would deadlock.)
     if let Some(stopped) = job_stopped(&mut tx, &current).await? {
         let change = Change {
             reason: Some(stopped.to_owned()),
@@ -67,7 +69,7 @@ async fn job_stopped(
         return Ok(None);
     };
     let state: Option<(String,)> =
-        sqlx::query_as("SELECT state FROM jobs WHERE tenant_id = $1 AND id = $2 FOR SHARE")
+        sqlx::query_as("SELECT state FROM jobs WHERE tenant_id = $1 AND id = $2 FOR UPDATE")
             .bind(task.tenant_id)
             .bind(job.0)
             .fetch_optional(&mut *conn)
