@@ -15,7 +15,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use ris_schemas::ids::{AgentId, TaskId};
-use ris_schemas::job::{JobId, JobRequest, JobState};
+use ris_schemas::job::{JobId, JobRequest, JobState, JobTarget};
+use ris_schemas::labels::Requirement;
 use sqlx::types::Json;
 use sqlx::{PgConnection, Postgres, QueryBuilder};
 use uuid::Uuid;
@@ -157,6 +158,14 @@ impl JobCursor {
 
 #[async_trait]
 pub trait JobRepo: Send + Sync {
+    /// The agents a job target names, as `(id, name)`, with one query: for a selector,
+    /// every matching agent by name (the selector is evaluated by PostgreSQL on the
+    /// labels); for a list, those that exist, in no particular order.
+    async fn resolve_targets(
+        &self,
+        tenant: &TenantCtx,
+        target: &JobTarget,
+    ) -> Result<Vec<(AgentId, String)>, StoreError>;
     /// Inserts the job and its targets (one statement for all targets) in one
     /// transaction. Online targets are `pending`; offline ones `waiting` when the request
     /// waits for them, else `skipped_offline`. A job with no target to run ends at once
@@ -420,6 +429,47 @@ async fn move_targets(
 
 #[async_trait]
 impl JobRepo for PgStore {
+    #[tracing::instrument(level = "debug", skip_all, fields(tenant = %tenant.name))]
+    async fn resolve_targets(
+        &self,
+        tenant: &TenantCtx,
+        target: &JobTarget,
+    ) -> Result<Vec<(AgentId, String)>, StoreError> {
+        let mut tx = self.tenant_tx(tenant).await?;
+        let mut query =
+            QueryBuilder::<Postgres>::new("SELECT id, name FROM agents WHERE tenant_id = ");
+        query.push_bind(tenant.id);
+        match target {
+            JobTarget::Selector(selector) => {
+                for requirement in selector.requirements() {
+                    match requirement {
+                        Requirement::Equals(k, v) => query
+                            .push(" AND labels->>")
+                            .push_bind(k.clone())
+                            .push(" = ")
+                            .push_bind(v.clone()),
+                        Requirement::NotEquals(k, v) => query
+                            .push(" AND (labels->>")
+                            .push_bind(k.clone())
+                            .push(") IS DISTINCT FROM ")
+                            .push_bind(v.clone()),
+                    };
+                }
+                query.push(" ORDER BY name");
+            }
+            JobTarget::Agents(ids) => {
+                let ids: Vec<Uuid> = ids.iter().map(|a| a.0).collect();
+                query.push(" AND id = ANY(").push_bind(ids).push(")");
+            }
+        }
+        let rows: Vec<(Uuid, String)> = query.build_query_as().fetch_all(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, name)| (AgentId(id), name))
+            .collect())
+    }
+
     #[tracing::instrument(level = "debug", skip_all, fields(tenant = %tenant.name, job_id = %job.id, targets = job.targets.len()))]
     async fn create_job(&self, tenant: &TenantCtx, job: NewJob) -> Result<JobRecord, StoreError> {
         let n = job.targets.len();

@@ -18,9 +18,7 @@ use ris_schemas::ids::AgentId;
 use ris_schemas::job::{
     JobCancelled, JobId, JobRequest, JobTarget, JobTargetView, JobView, MAX_TARGETS, TARGET_STATES,
 };
-use ris_store::{
-    AgentRecord, JobCancel, JobCursor, JobRecord, JobTargetRecord, NewJob, NewTarget, TenantCtx,
-};
+use ris_store::{JobCancel, JobCursor, JobRecord, JobTargetRecord, NewJob, NewTarget, TenantCtx};
 use serde::Deserialize;
 
 use crate::auth::TenantCaller;
@@ -81,14 +79,16 @@ async fn create(
     let tenant = &caller.tenant;
     let started = std::time::Instant::now();
     let agents = resolve(&state, tenant, &request.target).await?;
-    let ids: Vec<AgentId> = agents.iter().map(|a| a.id).collect();
+    let resolved = started.elapsed();
+    let ids: Vec<AgentId> = agents.iter().map(|(id, _)| *id).collect();
     let presence = state.presence.get_many(&tenant.name, &ids).await?;
+    let presence_read = started.elapsed();
     let targets: Vec<NewTarget> = agents
         .into_iter()
         .zip(presence)
-        .map(|(a, p)| NewTarget {
-            agent_id: a.id,
-            name: a.name.to_string(),
+        .map(|((agent_id, name), p)| NewTarget {
+            agent_id,
+            name,
             online: p.is_some(),
         })
         .collect();
@@ -109,7 +109,14 @@ async fn create(
     let job = state.store.create_job(tenant, job).await?;
     metrics::counter!("ris_jobs_created_total").increment(1);
     metrics::histogram!("ris_job_create_seconds").record(started.elapsed().as_secs_f64());
-    tracing::info!(api_key_id = %caller.key_id, state = %job.state, "job created");
+    tracing::info!(
+        api_key_id = %caller.key_id,
+        state = %job.state,
+        resolve_ms = resolved.as_millis() as u64,
+        presence_ms = (presence_read - resolved).as_millis() as u64,
+        store_ms = (started.elapsed() - presence_read).as_millis() as u64,
+        "job created"
+    );
     let job = announce(&state, tenant, job).await;
     let mut headers = HeaderMap::new();
     if let Ok(location) = HeaderValue::from_str(&format!("/v1/jobs/{}", job.id)) {
@@ -119,26 +126,22 @@ async fn create(
 }
 
 /// The agents a target names, in dispatch order: by name for a selector, as listed for
-/// explicit ids. One query either way.
+/// explicit ids. One query either way; unknown ids are refused.
 async fn resolve(
     state: &AppState,
     tenant: &TenantCtx,
     target: &JobTarget,
-) -> ApiResult<Vec<AgentRecord>> {
-    let agents = state.store.list_agents(tenant).await?;
+) -> ApiResult<Vec<(AgentId, String)>> {
+    let found = state.store.resolve_targets(tenant, target).await?;
     let chosen = match target {
-        JobTarget::Selector(selector) => agents
-            .into_iter()
-            .filter(|a| selector.matches(&a.labels))
-            .collect::<Vec<_>>(),
+        JobTarget::Selector(_) => found,
         JobTarget::Agents(ids) => {
-            let mut by_id: HashMap<AgentId, AgentRecord> =
-                agents.into_iter().map(|a| (a.id, a)).collect();
+            let mut by_id: HashMap<AgentId, String> = found.into_iter().collect();
             let mut chosen = Vec::with_capacity(ids.len());
             let mut unknown = Vec::new();
             for id in ids {
                 match by_id.remove(id) {
-                    Some(a) => chosen.push(a),
+                    Some(name) => chosen.push((*id, name)),
                     None => unknown.push(id.to_string()),
                 }
             }
