@@ -352,12 +352,13 @@ async fn halting_serializes_with_concurrent_dispatches() {
         .unwrap();
         // `at` is the transaction's start time; a placement whose transaction began
         // before the halt and waited for it would still be refused (it re-reads the job
-        // under a share lock), so no routing event can even carry a later time.
+        // under the job's row lock), so no routing event can even carry a later time.
         assert_eq!(
             late, 0,
             "round {round}: children created or placed after the halt"
         );
     }
+    assert!(halted > 0, "no round halted: the test checked nothing");
 }
 
 #[tokio::test]

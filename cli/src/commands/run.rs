@@ -304,21 +304,6 @@ fn summary(endings: &[(String, Ending)]) -> (String, bool) {
 mod tests {
     use super::*;
 
-    fn agent(name: &str, online: bool, labels: serde_json::Value) -> AgentView {
-        serde_json::from_value(json!({
-            "id": uuid::Uuid::now_v7(),
-            "name": name,
-            "status": if online { "online" } else { "offline" },
-            "labels": labels,
-            "capacity": 2,
-            "version": "0.1.0",
-            "hostname": "h",
-            "addresses": [],
-            "enrolled_at": "2026-11-29T10:00:00Z",
-        }))
-        .unwrap()
-    }
-
     fn view(state: &str) -> Ending {
         let v = json!({
             "id": uuid::Uuid::now_v7(),

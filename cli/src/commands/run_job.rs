@@ -99,10 +99,10 @@ pub async fn run(ctx: &Ctx, args: JobArgs) -> anyhow::Result<ExitCode> {
                 Ok(Some(sse)) => {
                     let Ok(event) = serde_json::from_str::<Event>(&sse.data) else { continue };
                     match event.data {
-                        EventData::Task(t) if t.job_id == Some(job.id) => {
-                            if followed.insert(t.task_id) {
-                                follow(&mut followers, ctx, &show, t.task_id, t.agent_id);
-                            }
+                        EventData::Task(t)
+                            if t.job_id == Some(job.id) && followed.insert(t.task_id) =>
+                        {
+                            follow(&mut followers, ctx, &show, t.task_id, t.agent_id);
                         }
                         EventData::Job(j) if j.job_id == job.id && j.ended_at.is_some() => break,
                         _ => {}
