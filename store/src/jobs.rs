@@ -341,7 +341,9 @@ fn announcements(previous: Option<&str>, state: JobState, ended: bool) -> Vec<St
         let path: &[JobState] = match state {
             JobState::Halted => &[JobState::Running, JobState::Halting, JobState::Halted],
             JobState::Halting => &[JobState::Running, JobState::Halting],
-            other => &[JobState::Running, other],
+            JobState::Running => &[JobState::Running],
+            JobState::Cancelled => &[JobState::Running, JobState::Cancelled],
+            JobState::Completed => &[JobState::Running, JobState::Completed],
         };
         // From the step after the previous state; from the start when nothing was
         // announced; only the state itself when the previous is off this path.
