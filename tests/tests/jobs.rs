@@ -170,6 +170,50 @@ async fn all_targets(tenant: &TenantClient, id: &str, limit: u32) -> Vec<Value> 
     }
 }
 
+/// The tenant's `job.*` events as a raw Server-Sent Events stream.
+async fn job_events(tenant: &TenantClient) -> reqwest::Response {
+    let response = reqwest::Client::new()
+        .get(format!("{}/v1/events/stream?types=job.*", tenant.api_url))
+        .bearer_auth(&tenant.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    response
+}
+
+/// The types of the events of job `id`, in order, read until its `job.ended`.
+async fn job_event_types(stream: &mut reqwest::Response, id: &str) -> Vec<String> {
+    let mut text = String::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut types = Vec::new();
+    loop {
+        while let Some(end) = text.find("\n\n") {
+            let block: String = text.drain(..end + 2).collect();
+            let kind = block.lines().find_map(|l| l.strip_prefix("event: "));
+            let data = block.lines().find_map(|l| l.strip_prefix("data: "));
+            if let (Some(kind), Some(data)) = (kind, data) {
+                let data: Value = serde_json::from_str(data).unwrap();
+                if data["data"]["job_id"] == id {
+                    types.push(kind.to_owned());
+                    if kind == "job.ended" {
+                        return types;
+                    }
+                }
+            }
+        }
+        let left = deadline
+            .checked_duration_since(std::time::Instant::now())
+            .unwrap_or_else(|| panic!("no job.ended; events so far: {types:?}"));
+        let chunk = tokio::time::timeout(left, stream.chunk())
+            .await
+            .unwrap_or_else(|_| panic!("no job.ended; events so far: {types:?}"))
+            .unwrap()
+            .expect("event stream ended");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+}
+
 fn record_file(system: &System) -> PathBuf {
     let path = system.workdir.path().join(unique("job-runs-"));
     std::fs::write(&path, "").unwrap();
@@ -182,6 +226,7 @@ async fn job_runs_once_on_every_agent_within_max_concurrency() {
     let tenant = system.tenant().await;
     let agents = fleet(&tenant, "once", 6, |_| false).await;
     let record = record_file(&system);
+    let mut events = job_events(&tenant).await;
 
     let job = create_job(
         &tenant,
@@ -201,6 +246,11 @@ async fn job_runs_once_on_every_agent_within_max_concurrency() {
     let job = wait_ended(&tenant, &id, Duration::from_secs(60)).await;
     assert_eq!(job["state"], "completed", "{job:#}");
     assert_eq!(counts(&job), BTreeMap::from([("completed".into(), 6)]));
+    // Each state change announced once, in order.
+    assert_eq!(
+        job_event_types(&mut events, &id).await,
+        ["job.running", "job.completed", "job.ended"]
+    );
 
     // Each target ran exactly once, and never more than 3 at a time.
     let runs = runs(&record);
@@ -440,4 +490,114 @@ async fn selector_matching_nothing_completes_and_bad_input_names_the_field() {
 
 fn uuid_like() -> String {
     "0190a4f2-0000-7000-8000-000000000000".to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn offline_targets_are_skipped_or_waited_for() {
+    let system = System::start().await;
+    let tenant = system.tenant().await;
+    let mut agents = fleet(&tenant, "late", 3, |_| false).await;
+    agents[2].kill().await;
+    eventually("late-2 offline", Duration::from_secs(30), || async {
+        let view = tenant.get(&format!("/v1/agents/{}", agents[2].id)).await;
+        (view["status"] == "offline").then_some(())
+    })
+    .await;
+    let body = |wait: Option<u32>| {
+        let mut body = json!({
+            "target": { "selector": "fleet=late" },
+            "task": { "kind": "shell", "argv": ["true"] },
+            "max_concurrency": 3,
+        });
+        if let Some(secs) = wait {
+            body["wait_offline_secs"] = json!(secs);
+        }
+        body
+    };
+
+    // Not waited for: skipped.
+    let job = create_job(&tenant, body(None)).await;
+    assert_eq!(job["counts"]["skipped_offline"], 1, "{job:#}");
+    let job = wait_ended(
+        &tenant,
+        job["id"].as_str().unwrap(),
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(job["state"], "completed", "{job:#}");
+    assert_eq!(
+        counts(&job),
+        BTreeMap::from([("completed".into(), 2), ("skipped_offline".into(), 1)])
+    );
+    let skipped = tenant
+        .get(&format!(
+            "/v1/jobs/{}/tasks?state=skipped_offline",
+            job["id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(skipped["items"][0]["agent_name"], "late-2", "{skipped:#}");
+
+    // Waited for: runs once its agent is back.
+    let job = create_job(&tenant, body(Some(120))).await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    assert_eq!(job["counts"]["waiting"], 1, "{job:#}");
+    assert!(job.get("wait_until").is_some(), "{job:#}");
+    eventually(
+        "the online targets to complete",
+        Duration::from_secs(30),
+        || async {
+            let job = tenant.get(&format!("/v1/jobs/{id}")).await;
+            (job["counts"]["completed"] == 2).then_some(())
+        },
+    )
+    .await;
+    let job = tenant.get(&format!("/v1/jobs/{id}")).await;
+    assert!(job.get("ended_at").is_none(), "still waiting: {job:#}");
+    agents[2].restart().await;
+    let job = wait_ended(&tenant, &id, Duration::from_secs(60)).await;
+    assert_eq!(job["state"], "completed", "{job:#}");
+    assert_eq!(counts(&job), BTreeMap::from([("completed".into(), 3)]));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancel_running_on_halt_stops_the_running_children() {
+    let system = System::start().await;
+    let tenant = system.tenant().await;
+    let _agents = fleet(&tenant, "stop", 4, |i| i == 3).await;
+    let record = record_file(&system);
+    let job = create_job(
+        &tenant,
+        json!({
+            "target": { "selector": "fleet=stop" },
+            "task": { "kind": "shell", "script": recording_script(&record, 60.0, 1.0) },
+            "max_concurrency": 4,
+            "max_errors": 0,
+            "cancel_running_on_halt": true,
+        }),
+    )
+    .await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    // Ends long before the 60 s the healthy children would run.
+    let job = wait_ended(&tenant, &id, Duration::from_secs(30)).await;
+    assert_eq!(job["state"], "halted", "{job:#}");
+    assert_eq!(job["errors"], 1, "{job:#}");
+    assert_counts_add_up(&job);
+    let c = counts(&job);
+    assert_eq!(c.get("failed"), Some(&1), "{job:#}");
+    assert_eq!(
+        c.get("cancelled").unwrap_or(&0) + c.get("skipped_halted").unwrap_or(&0),
+        3,
+        "{job:#}"
+    );
+    let halted_at = ns(&job["halted_at"]);
+    let runs = runs(&record);
+    assert!(
+        runs.iter().all(|r| r.start <= halted_at),
+        "{runs:?} {job:#}"
+    );
+    // The stopped children never reached their `stop` line.
+    assert!(
+        runs.iter().filter(|r| r.stop.is_some()).count() <= 1,
+        "{runs:?}"
+    );
 }
