@@ -430,6 +430,9 @@ pub struct JobView {
     pub reason: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// When the first child was dispatched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
     /// When the error threshold was crossed: no child is dispatched after this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub halting_at: Option<DateTime<Utc>>,

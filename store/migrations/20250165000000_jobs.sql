@@ -35,6 +35,8 @@ CREATE TABLE jobs (
     halting_at              timestamptz,
     halted_at               timestamptz,
     cancelled_at            timestamptz,
+    -- When the first child was dispatched.
+    started_at              timestamptz,
     wait_until              timestamptz,
     ended_at                timestamptz,
     -- The last `state`/end announced on ris.events (so each is announced once).

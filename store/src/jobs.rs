@@ -51,6 +51,8 @@ pub struct JobRecord {
     pub halting_at: Option<DateTime<Utc>>,
     pub halted_at: Option<DateTime<Utc>>,
     pub cancelled_at: Option<DateTime<Utc>>,
+    /// When the first child was dispatched.
+    pub started_at: Option<DateTime<Utc>>,
     pub wait_until: Option<DateTime<Utc>>,
     pub ended_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
@@ -249,7 +251,7 @@ macro_rules! job_columns {
     () => {
         "id, tenant_id, state, request, max_concurrency, max_errors, cancel_running_on_halt, \
          target_count, counts, errors, unsettled, reason, halting_at, halted_at, cancelled_at, \
-         wait_until, ended_at, announced, created_at, updated_at"
+         started_at, wait_until, ended_at, announced, created_at, updated_at"
     };
 }
 
@@ -270,6 +272,7 @@ struct JobRow {
     halting_at: Option<DateTime<Utc>>,
     halted_at: Option<DateTime<Utc>>,
     cancelled_at: Option<DateTime<Utc>>,
+    started_at: Option<DateTime<Utc>>,
     wait_until: Option<DateTime<Utc>>,
     ended_at: Option<DateTime<Utc>>,
     announced: Option<String>,
@@ -309,6 +312,7 @@ impl TryFrom<JobRow> for JobRecord {
             halting_at: r.halting_at,
             halted_at: r.halted_at,
             cancelled_at: r.cancelled_at,
+            started_at: r.started_at,
             wait_until: r.wait_until,
             ended_at: r.ended_at,
             created_at: r.created_at,
@@ -680,6 +684,12 @@ impl JobRepo for PgStore {
         .bind(id.0)
         .bind(&seq_numbers)
         .bind(&ids)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE jobs SET started_at = COALESCE(started_at, clock_timestamp()) WHERE id = $1",
+        )
+        .bind(id.0)
         .execute(&mut *tx)
         .await?;
         let template = &job.request;

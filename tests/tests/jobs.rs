@@ -132,6 +132,8 @@ async fn create_job(tenant: &TenantClient, body: Value) -> Value {
 async fn wait_ended(tenant: &TenantClient, id: &str, timeout: Duration) -> Value {
     eventually(&format!("job {id} to end"), timeout, || async {
         let job = tenant.get(&format!("/v1/jobs/{id}")).await;
+        // At every moment, not only at the end.
+        assert_counts_add_up(&job);
         job.get("ended_at").is_some().then_some(job)
     })
     .await
@@ -246,6 +248,7 @@ async fn job_runs_once_on_every_agent_within_max_concurrency() {
     let job = wait_ended(&tenant, &id, Duration::from_secs(60)).await;
     assert_eq!(job["state"], "completed", "{job:#}");
     assert_eq!(counts(&job), BTreeMap::from([("completed".into(), 6)]));
+    assert!(ns(&job["started_at"]) <= ns(&job["ended_at"]), "{job:#}");
     // Each state change announced once, in order.
     assert_eq!(
         job_event_types(&mut events, &id).await,

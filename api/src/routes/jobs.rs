@@ -48,6 +48,7 @@ pub fn job_view(j: JobRecord) -> JobView {
         reason: j.reason,
         created_at: j.created_at,
         updated_at: j.updated_at,
+        started_at: j.started_at,
         halting_at: j.halting_at,
         halted_at: j.halted_at,
         cancelled_at: j.cancelled_at,

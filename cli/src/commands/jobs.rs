@@ -177,6 +177,7 @@ fn details(j: &JobView) -> String {
     }
     line("created", table::time(j.created_at));
     for (k, at) in [
+        ("started", j.started_at),
         ("halting at", j.halting_at),
         ("halted at", j.halted_at),
         ("cancelled at", j.cancelled_at),
