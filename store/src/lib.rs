@@ -77,7 +77,9 @@ pub use dead_letters::{DeadLetterCursor, DeadLetterRecord, DeadLetterRepo, NewDe
 pub use error::{RedeemError, StoreError};
 pub use inbound_hooks::{InboundHookRecord, InboundHookRepo, NewInboundHook};
 pub use integrations::{reply_of, IntegrationRecord, IntegrationRepo, ReplyTarget};
-pub use jobs::{JobCancel, JobCursor, JobRecord, JobRepo, JobTargetRecord, NewJob, NewTarget};
+pub use jobs::{
+    JobCancel, JobCursor, JobDriving, JobRecord, JobRepo, JobTargetRecord, NewJob, NewTarget,
+};
 pub use pg::PgStore;
 pub use recovery::{AttemptResult, RecoveryRepo};
 pub use task_events::TaskEventRecord;
@@ -106,6 +108,7 @@ pub trait Store:
     + WebhookRepo
     + InboundHookRepo
     + JobRepo
+    + JobDriving
     + Send
     + Sync
 {

@@ -12,8 +12,8 @@ use ris_schemas::ids::AgentId;
 use ris_schemas::job::{JobId, JobRequest, JobState};
 use ris_schemas::task::{Outcome, TaskState};
 use ris_store::{
-    JobCancel, JobRecord, JobRepo, NewJob, NewTarget, PgStore, RecoveryRepo, TaskRecord, TaskRepo,
-    TenantCtx, TransitionOutcome,
+    JobCancel, JobDriving, JobRecord, JobRepo, NewJob, NewTarget, PgStore, RecoveryRepo,
+    TaskRecord, TaskRepo, TenantCtx, TransitionOutcome,
 };
 use serde_json::json;
 
