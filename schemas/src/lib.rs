@@ -11,6 +11,7 @@
 //! - [`ids`]: identifiers and names that cannot hold an invalid value.
 //! - [`labels`]: agent labels and label selectors.
 //! - [`job`]: fleet jobs: one task on every agent of a target set, with rate control.
+//! - [`rate`]: a count or a percentage of a job's targets (`max_concurrency`, `max_errors`).
 //! - [`task`]: task specifications and targets (re-exports the three below).
 //! - [`state`]: the task lifecycle and its one transition function.
 //! - [`result`]: what an attempt produced.
@@ -39,6 +40,7 @@ pub mod integrations;
 pub mod job;
 pub mod labels;
 pub mod messages;
+pub mod rate;
 pub mod replies;
 pub mod result;
 pub mod retry;
