@@ -268,8 +268,11 @@ pub(crate) async fn recover_unfinished(shared: &Shared) -> usize {
     count
 }
 
-/// An assignment of a task cancelled by a control order is acked and dropped, never run
-/// (nor reported: the task is already `cancelled`). True when it was.
+/// An assignment of a task cancelled by a control order is acked and dropped, never run,
+/// and reported `cancelled` with reason `not_started` (a task cancelled through the API is
+/// already `cancelled` and keeps the report only as an attempt's result; a child of a
+/// halting job waits for it, so the job knows the child never started). A revoked
+/// attempt is dropped silently: it was re-placed elsewhere. True when it was dropped.
 async fn dropped_if_cancelled(
     shared: &Shared,
     delivery: &Delivery,
@@ -278,13 +281,38 @@ async fn dropped_if_cancelled(
 ) -> bool {
     if shared.running.revoked().contains((task_id, attempt)) {
         tracing::info!("assignment of a revoked attempt; acked and dropped, not run");
+        ack(delivery).await;
     } else if shared.running.cancelled().contains(task_id) {
         tracing::info!("assignment of a cancelled task; acked and dropped, not run");
+        ack(delivery).await;
+        report_not_started(shared, task_id, attempt).await;
     } else {
         return false;
     }
-    ack(delivery).await;
     true
+}
+
+/// Reports that the attempt ended without ever starting.
+async fn report_not_started(shared: &Shared, task_id: ris_schemas::ids::TaskId, attempt: u32) {
+    let now = Utc::now();
+    let finished = ResultMessage::Finished(Finished {
+        v: V1,
+        task_id,
+        attempt,
+        agent_id: shared.agent_id,
+        started_at: now,
+        finished_at: now,
+        result: ris_schemas::task::TaskResult {
+            outcome: Outcome::Cancelled,
+            reason: Some(reason::NOT_STARTED.to_owned()),
+            error: Some("cancelled before it started".to_owned()),
+            duration_ms: 0,
+            output: ris_schemas::task::TaskOutput::None,
+        },
+    });
+    if let Err(e) = shared.reporter.deliver(&finished).await {
+        tracing::warn!(error = %e, "not-started report neither published nor outboxed");
+    }
 }
 
 async fn ack(delivery: &Delivery) {

@@ -22,6 +22,7 @@ use ris_schemas::api::{
 use ris_schemas::dead_letters::DeadLetterView;
 use ris_schemas::hooks::{CreateInboundHook, InboundHookView};
 use ris_schemas::integrations::{CreateIntegration, IntegrationCreated, IntegrationView};
+use ris_schemas::job::{JobCancelled, JobRequest, JobTargetView, JobView};
 use ris_schemas::service::{PutService, ScaleService, ServiceRevision, ServiceView};
 use ris_schemas::task::TaskRequest;
 use ris_schemas::webhooks::{CreateWebhook, DeliveryView, WebhookView};
@@ -154,6 +155,11 @@ const AGENT_ID: Param = Param {
     name: "agent_id",
     description: "Only tasks placed on this agent.",
     schema: || json!({ "type": "string", "format": "uuid" }),
+};
+const TARGET_STATE: Param = Param {
+    name: "state",
+    description: "Only targets in this state (`pending`, `waiting`, a task state, `skipped_offline`, `skipped_halted`, `skipped_cancelled`).",
+    schema: || json!({ "type": "string" }),
 };
 const TYPES: Param = Param {
     name: "types",
@@ -510,6 +516,72 @@ pub const ROUTES: &[Route] = &[
             (200, Body::Json(schema::<TaskCancelled>)),
             (202, Body::Json(schema::<TaskCancelled>)),
         ],
+        errors: COMMON_409,
+    },
+    // jobs
+    Route {
+        method: Method::Post,
+        path: "/v1/jobs",
+        operation_id: "createJob",
+        summary: "Run a task on every agent of a selector or list, with rate control",
+        tag: "jobs",
+        auth: Auth::Tenant,
+        query: &[],
+        headers: &[],
+        request: Some(schema::<JobRequest>),
+        responses: &[(201, Body::Json(schema::<JobView>))],
+        errors: COMMON,
+    },
+    Route {
+        method: Method::Get,
+        path: "/v1/jobs",
+        operation_id: "listJobs",
+        summary: "List jobs, newest first",
+        tag: "jobs",
+        auth: Auth::Tenant,
+        query: &[LIMIT, CURSOR],
+        headers: &[],
+        request: None,
+        responses: &[(200, Body::Json(schema::<Page<JobView>>))],
+        errors: COMMON,
+    },
+    Route {
+        method: Method::Get,
+        path: "/v1/jobs/{id}",
+        operation_id: "getJob",
+        summary: "Show a job: state, counts by target state, halt reason",
+        tag: "jobs",
+        auth: Auth::Tenant,
+        query: &[],
+        headers: &[],
+        request: None,
+        responses: &[(200, Body::Json(schema::<JobView>))],
+        errors: COMMON_404,
+    },
+    Route {
+        method: Method::Get,
+        path: "/v1/jobs/{id}/tasks",
+        operation_id: "listJobTasks",
+        summary: "A job's targets in order, with their child tasks",
+        tag: "jobs",
+        auth: Auth::Tenant,
+        query: &[TARGET_STATE, LIMIT, CURSOR],
+        headers: &[],
+        request: None,
+        responses: &[(200, Body::Json(schema::<Page<JobTargetView>>))],
+        errors: COMMON_404,
+    },
+    Route {
+        method: Method::Post,
+        path: "/v1/jobs/{id}/cancel",
+        operation_id: "cancelJob",
+        summary: "Cancel a job: skip what is not dispatched, stop its children",
+        tag: "jobs",
+        auth: Auth::Tenant,
+        query: &[],
+        headers: &[],
+        request: None,
+        responses: &[(202, Body::Json(schema::<JobCancelled>))],
         errors: COMMON_409,
     },
     // services

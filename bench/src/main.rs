@@ -6,6 +6,7 @@
 //! cargo build --release --bins
 //! cargo run --release -p ris-bench -- latency --tasks 500
 //! cargo run --release -p ris-bench -- throughput --agents 10 --tasks 5000 --submitters 32
+//! cargo run --release -p ris-bench -- job-create --agents 10000
 //! ```
 //!
 //! A task's end-to-end time runs from sending `POST /v1/tasks` to receiving its
@@ -54,6 +55,81 @@ enum Scenario {
         #[arg(long, default_value = "noop")]
         kind: String,
     },
+    /// API time to create a fleet job over many agents (inserted straight into the
+    /// database: they never run anything), to read its status and a page of targets.
+    JobCreate {
+        #[arg(long, default_value_t = 10_000)]
+        agents: usize,
+        #[arg(long, default_value_t = 5)]
+        repeat: usize,
+    },
+}
+
+/// Creates `agents` enrolled-looking agents labelled `bench=jobs` in the system's
+/// database, with one statement.
+async fn fake_agents(system: &System, tenant: &TenantClient, agents: usize) -> anyhow::Result<()> {
+    let url = format!("postgres://postgres@127.0.0.1:5432/{}", system.database);
+    let pool = sqlx::PgPool::connect(&url).await?;
+    sqlx::query(
+        "INSERT INTO agents (id, tenant_id, name, labels, capacity, version, hostname,
+                             heartbeat_token_hash)
+         SELECT gen_random_uuid(), t.id, 'bench-' || g, '{\"bench\": \"jobs\"}', 4, '0.1.0',
+                'bench-' || g || '.local', '\\x00'
+         FROM tenants t, generate_series(1, $2) g WHERE t.name = $1",
+    )
+    .bind(&tenant.name)
+    .bind(i64::try_from(agents)?)
+    .execute(&pool)
+    .await?;
+    pool.close().await;
+    Ok(())
+}
+
+/// Milliseconds since `start`, to 0.1 ms.
+fn ms(start: Instant) -> f64 {
+    (start.elapsed().as_secs_f64() * 10_000.0).round() / 10.0
+}
+
+async fn job_create(system: &System, agents: usize, repeat: usize) -> anyhow::Result<Value> {
+    use reqwest::Method;
+    let tenant = system.tenant().await;
+    fake_agents(system, &tenant, agents).await?;
+    let body = json!({ "target": { "selector": "bench=jobs" }, "task": { "kind": "noop" } });
+    let (mut create, mut get, mut page) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..repeat.max(1) {
+        let start = Instant::now();
+        let (status, job) = tenant
+            .request(Method::POST, "/v1/jobs", Some(body.clone()))
+            .await;
+        create.push(ms(start));
+        if status.as_u16() != 201 || job["target_count"] != json!(agents) {
+            bail!("job not created over {agents} agents: {status} {job}");
+        }
+        let id = job["id"].as_str().unwrap_or_default().to_owned();
+        let start = Instant::now();
+        tenant.get(&format!("/v1/jobs/{id}")).await;
+        get.push(ms(start));
+        let start = Instant::now();
+        tenant
+            .get(&format!(
+                "/v1/jobs/{id}/tasks?limit=200&state=skipped_offline"
+            ))
+            .await;
+        page.push(ms(start));
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    Ok(json!({
+        "scenario": "job-create",
+        "agents": agents,
+        "repeat": create.len(),
+        "create_ms": create.clone(),
+        "create_median_ms": median(&mut create),
+        "get_median_ms": median(&mut get),
+        "targets_page_median_ms": median(&mut page),
+    }))
 }
 
 /// Completion times of tasks, as their events arrive.
@@ -274,6 +350,15 @@ async fn main() -> anyhow::Result<()> {
             submitters,
             kind,
         } => throughput(&system, agents, capacity, tasks, submitters, &kind).await?,
+        Scenario::JobCreate { agents, repeat } => {
+            let result = job_create(&system, agents, repeat).await?;
+            println!("{result}");
+            eprintln!(
+                "job-create over {agents} agents: create {} ms (median), status {} ms, a page of 200 targets {} ms",
+                result["create_median_ms"], result["get_median_ms"], result["targets_page_median_ms"]
+            );
+            return Ok(());
+        }
     };
     println!("{result}");
     eprintln!(

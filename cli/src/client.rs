@@ -56,6 +56,9 @@ impl ClientError {
 #[derive(Debug, Clone)]
 pub struct Client {
     http: reqwest::Client,
+    /// For streams (Server-Sent Events), which last as long as what they follow: only
+    /// connecting is bounded.
+    streaming: reqwest::Client,
     target: Target,
 }
 
@@ -65,7 +68,43 @@ impl Client {
             .timeout(REQUEST_TIMEOUT)
             .user_agent(concat!("risctl/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        Ok(Self { http, target })
+        let streaming = reqwest::Client::builder()
+            .connect_timeout(REQUEST_TIMEOUT)
+            .user_agent(concat!("risctl/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self {
+            http,
+            streaming,
+            target,
+        })
+    }
+
+    /// Opens a Server-Sent Events stream (`GET path`).
+    pub async fn stream(&self, path: &str) -> Result<crate::sse::SseReader, ClientError> {
+        let url = format!("{}{path}", self.target.api);
+        let response = self
+            .streaming
+            .get(&url)
+            .bearer_auth(&self.target.key)
+            .header(reqwest::header::ACCEPT, "text/event-stream")
+            .send()
+            .await
+            .map_err(|e| ClientError::Connect {
+                url: url.clone(),
+                reason: error_chain(&e),
+            })?;
+        let status = response.status();
+        if !status.is_success() {
+            let bytes = response.bytes().await.unwrap_or_default();
+            let body =
+                serde_json::from_slice::<ApiErrorBody>(&bytes).unwrap_or_else(|_| ApiErrorBody {
+                    code: "error".into(),
+                    message: format!("{url} answered {status}"),
+                    field: None,
+                });
+            return Err(ClientError::Api { status, body });
+        }
+        Ok(crate::sse::SseReader::new(response))
     }
 
     pub async fn get(&self, path: &str) -> Result<Value, ClientError> {

@@ -16,6 +16,7 @@
 //! - [`submit`]: handles a submission from `ris.submit`.
 //! - [`results`]: handles an agent report from `ris.results`.
 //! - [`dead_letters`]: moves what reaches `ris.dead` into PostgreSQL for the API.
+//! - [`jobs`]: drives fleet jobs: dispatches children, stops them on halt or cancel.
 //! - [`placement`]: chooses an agent by load and hands it the task.
 //! - [`recovery`]: retries with backoff, lost agents, lapsed assignments.
 //! - [`reaper`]: notices agents that stopped heartbeating (one instance at a time).
@@ -35,6 +36,7 @@ pub mod dead_letters;
 pub mod events;
 pub mod gauges;
 pub mod http;
+pub mod jobs;
 pub mod placement;
 pub mod reaper;
 pub mod recovery;

@@ -149,6 +149,12 @@ pub async fn place(
     })
     .await
     {
+        // A child of a job that stopped dispatching: cancelled instead of placed.
+        Ok(TransitionOutcome::Applied(task)) if task.state != TaskState::Routing => {
+            tracing::info!(state = %task.state, reason = ?task.reason, "not placed: its job stopped");
+            events::task_changed(publisher, &tenant.name, &task).await;
+            return Placed::NotWaiting;
+        }
         Ok(TransitionOutcome::Applied(task)) => task,
         Ok(_) => return Placed::NotWaiting,
         Err(stop) => return stopped(stop),

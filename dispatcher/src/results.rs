@@ -158,6 +158,14 @@ async fn finished(
                 .record(f.result.duration_ms as f64 / 1000.0);
             events::task_changed(publisher, &tenant.name, &task).await;
             crate::replies::task_ended(ctx, tenant, publisher, &task).await;
+            if let Some(job) = task.job_id {
+                // Room for the next child, or the halt to act on. The result is recorded
+                // whatever happens here: a failed step is left to the job sweep.
+                if let Err(Stop::Failed(err)) = crate::jobs::step(ctx, tenant, publisher, job).await
+                {
+                    tracing::warn!(job_id = %job, error = %err, "job step failed; the job sweep retries");
+                }
+            }
         }
         ResultOutcome::NotFound => return Ok(false),
         ResultOutcome::Duplicate => {

@@ -4,7 +4,8 @@
 //! lease, `FOR UPDATE SKIP LOCKED`, so two dispatchers never work on the same one) and
 //! tries to place them, and fails those whose queue deadline passed with `no_agent`.
 //! This catches tasks that waited for an agent to come online, and tasks whose
-//! submission message never reached a dispatcher.
+//! submission message never reached a dispatcher. The same pass drives fleet jobs
+//! ([`crate::jobs::sweep`]).
 
 use std::time::Duration;
 
@@ -34,6 +35,7 @@ pub async fn run(ctx: Context) {
         expire(&ctx).await;
         place_waiting(&ctx).await;
         lapsed_assignments(&ctx).await;
+        crate::jobs::sweep(&ctx).await;
     }
 }
 

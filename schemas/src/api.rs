@@ -204,6 +204,9 @@ pub struct TaskView {
     /// While `retrying`: when the next attempt may start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_attempt_at: Option<DateTime<Utc>>,
+    /// The fleet job this task is a child of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<crate::job::JobId>,
 }
 
 /// One attempt's result (`GET /v1/tasks/{id}/attempts`): every attempt that reported is

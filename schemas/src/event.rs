@@ -6,13 +6,18 @@
 //! `service.<what>` for services: `service.updated` (a new revision was declared),
 //! `service.deleted`, and per agent `service.running`, `service.converging`,
 //! `service.rolled_back`, `service.failed`, `service.removed` (instance state changes)
-//! and `service.restarted` (a replica that died was restored).
+//! and `service.restarted` (a replica that died was restored). `job.<state>` when a
+//! fleet job changes state (`running`, `halting`, `halted`, `cancelled`, `completed`),
+//! and `job.ended` when its last target ended.
+
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{AgentId, EventId, TaskId};
+use crate::job::{JobId, JobState};
 use crate::messages::OutputChunk;
 use crate::service::{InstanceState, ServiceName};
 use crate::task::TaskState;
@@ -37,6 +42,20 @@ pub enum EventData {
     Agent(AgentEventData),
     Output(OutputChunk),
     Service(ServiceEventData),
+    Job(JobEventData),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct JobEventData {
+    pub job_id: JobId,
+    pub state: JobState,
+    pub target_count: u32,
+    /// Targets by state; they add up to `target_count`.
+    pub counts: BTreeMap<String, u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -73,6 +92,9 @@ pub struct TaskEventData {
     pub agent_id: Option<AgentId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The fleet job the task is a child of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<JobId>,
 }
 
 impl Event {
@@ -110,6 +132,18 @@ impl Event {
             tenant: tenant.to_owned(),
             time: Utc::now(),
             data: EventData::Service(data),
+        }
+    }
+
+    /// `what`: the job's state, or `ended`.
+    pub fn job(tenant: &str, what: &str, data: JobEventData) -> Self {
+        Event {
+            v: V1,
+            id: EventId::new(),
+            kind: format!("job.{what}"),
+            tenant: tenant.to_owned(),
+            time: Utc::now(),
+            data: EventData::Job(data),
         }
     }
 

@@ -10,6 +10,8 @@
 //!
 //! - [`ids`]: identifiers and names that cannot hold an invalid value.
 //! - [`labels`]: agent labels and label selectors.
+//! - [`job`]: fleet jobs: one task on every agent of a target set, with rate control.
+//! - [`rate`]: a count or a percentage of a job's targets (`max_concurrency`, `max_errors`).
 //! - [`task`]: task specifications and targets (re-exports the three below).
 //! - [`state`]: the task lifecycle and its one transition function.
 //! - [`result`]: what an attempt produced.
@@ -35,8 +37,10 @@ pub mod heartbeat;
 pub mod hooks;
 pub mod ids;
 pub mod integrations;
+pub mod job;
 pub mod labels;
 pub mod messages;
+pub mod rate;
 pub mod replies;
 pub mod result;
 pub mod retry;
@@ -101,6 +105,9 @@ pub fn json_schemas() -> Vec<(&'static str, schemars::Schema)> {
             schema_for!(hooks::CreateInboundHook),
         ),
         ("api-inbound-hook", schema_for!(hooks::InboundHookView)),
+        ("api-create-job", schema_for!(job::JobRequest)),
+        ("api-job", schema_for!(job::JobView)),
+        ("api-job-target", schema_for!(job::JobTargetView)),
         ("api-put-service", schema_for!(service::PutService)),
         ("api-scale-service", schema_for!(service::ScaleService)),
         ("api-service", schema_for!(service::ServiceView)),

@@ -54,13 +54,13 @@ pub struct TaskRequest {
     pub retry: Option<RetryPolicy>,
 }
 
-fn default_timeout() -> Timeout {
+pub(crate) fn default_timeout() -> Timeout {
     Timeout(DEFAULT_TIMEOUT_SECS)
 }
-fn default_queue_timeout() -> Timeout {
+pub(crate) fn default_queue_timeout() -> Timeout {
     Timeout(DEFAULT_QUEUE_TIMEOUT_SECS)
 }
-fn default_output_cap() -> OutputCap {
+pub(crate) fn default_output_cap() -> OutputCap {
     OutputCap(DEFAULT_OUTPUT_CAP)
 }
 

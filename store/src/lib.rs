@@ -42,6 +42,7 @@
 //! - [`service_changes`]: applying a change to a service (one transaction).
 //! - [`service_instances`]: each agent's side of a service: reports, views, metrics.
 //! - [`service_sync`]: the store side of the dispatcher's service sync.
+//! - [`jobs`]: fleet jobs: targets, counts, dispatching children, cancelling.
 //! - [`cursor`]: the opaque pagination cursor of task lists.
 //!
 //! `migrations/` holds the schema, embedded with `sqlx::migrate!()`.
@@ -62,6 +63,7 @@ pub mod dead_letters;
 pub mod error;
 pub mod inbound_hooks;
 pub mod integrations;
+pub mod jobs;
 pub mod pg;
 pub mod placement;
 pub mod recovery;
@@ -84,6 +86,9 @@ pub use dead_letters::{DeadLetterCursor, DeadLetterRecord, DeadLetterRepo, NewDe
 pub use error::{RedeemError, StoreError};
 pub use inbound_hooks::{InboundHookRecord, InboundHookRepo, NewInboundHook};
 pub use integrations::{reply_of, IntegrationRecord, IntegrationRepo, ReplyTarget};
+pub use jobs::{
+    JobCancel, JobCursor, JobDriving, JobRecord, JobRepo, JobTargetRecord, NewJob, NewTarget,
+};
 pub use pg::PgStore;
 pub use recovery::{AttemptResult, RecoveryRepo};
 pub use service_instances::{InstanceRecord, StatusOutcome};
@@ -117,6 +122,8 @@ pub trait Store:
     + WebhookRepo
     + InboundHookRepo
     + ServiceRepo
+    + JobRepo
+    + JobDriving
     + Send
     + Sync
 {

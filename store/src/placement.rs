@@ -32,6 +32,20 @@ pub(crate) async fn begin_attempt(
     if let Err(refusal) = check(&current, None, TaskState::Routing) {
         return Ok(refusal.into());
     }
+    // A child of a job that stopped dispatching is cancelled instead of placed. The job
+    // row lock waits for a change that is halting the job, and holds off the next. (Not
+    // a share lock: the placement's own change takes the row lock through the counts
+    // trigger, and two placements upgrading share locks would deadlock.)
+    if let Some(stopped) = job_stopped(&mut tx, &current).await? {
+        let change = Change {
+            reason: Some(stopped.to_owned()),
+            detail: serde_json::json!({ "job_id": current.job_id }),
+            ..Change::new(&current, TaskState::Cancelled, Duration::ZERO)
+        };
+        let record = apply(&mut tx, &current, change).await?;
+        tx.commit().await?;
+        return Ok(TransitionOutcome::Applied(record));
+    }
     let change = Change {
         attempts: current.attempts.saturating_add(1),
         agent_id: Some(agent),
@@ -40,6 +54,31 @@ pub(crate) async fn begin_attempt(
     let record = apply(&mut tx, &current, change).await?;
     tx.commit().await?;
     Ok(TransitionOutcome::Applied(record))
+}
+
+/// Reason given to children of a job that halted or was cancelled before they started.
+pub const JOB_HALTED: &str = "job_halted";
+pub const JOB_CANCELLED: &str = "job_cancelled";
+
+/// For a child of a job that no longer dispatches: the reason to cancel it with.
+async fn job_stopped(
+    conn: &mut sqlx::PgConnection,
+    task: &TaskRecord,
+) -> Result<Option<&'static str>, StoreError> {
+    let Some(job) = task.job_id else {
+        return Ok(None);
+    };
+    let state: Option<(String,)> =
+        sqlx::query_as("SELECT state FROM jobs WHERE tenant_id = $1 AND id = $2 FOR UPDATE")
+            .bind(task.tenant_id)
+            .bind(job.0)
+            .fetch_optional(&mut *conn)
+            .await?;
+    Ok(match state.as_ref().map(|(s,)| s.as_str()) {
+        Some("running") | None => None,
+        Some("cancelled") => Some(JOB_CANCELLED),
+        Some(_) => Some(JOB_HALTED),
+    })
 }
 
 /// [`crate::TaskRepo::requeue_task`].

@@ -32,6 +32,10 @@ pub enum ResultOutcome {
     Invalid(InvalidTransition),
 }
 
+/// Reason of the result an agent reports for an assignment it dropped without running
+/// it (the task was cancelled before it started).
+pub const NOT_STARTED: &str = "not_started";
+
 /// Decides, for the locked task and the result of its current attempt, whether to try
 /// again and after how long. `None`: the result stands.
 pub type RetryDecision<'a> = &'a (dyn Fn(&TaskRecord, &TaskResult) -> Option<Duration> + Sync);
@@ -95,7 +99,10 @@ pub(crate) async fn record_result(
             // The result overtook its `executing` report (they travel as separate
             // messages): record the start first, from the result's own `started_at`, so
             // the history never skips it. The late report then changes nothing.
-            let current = if current.state == TaskState::Routing {
+            // An agent that dropped a cancelled assignment unrun says so (`not_started`):
+            // there was no start to record.
+            let unrun = result.reason.as_deref() == Some(NOT_STARTED);
+            let current = if current.state == TaskState::Routing && !unrun {
                 let started = Change {
                     detail: json!({ "started_at": finished.started_at, "from": "result" }),
                     ..Change::new(&current, TaskState::Executing, Duration::ZERO)

@@ -7,6 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use ris_schemas::ids::{AgentId, TaskId};
+use ris_schemas::job::JobId;
 use ris_schemas::messages::Finished;
 use ris_schemas::task::{TaskRequest, TaskResult, TaskState};
 use sqlx::types::Json;
@@ -46,6 +47,8 @@ pub struct TaskRecord {
     /// While `queued` or `retrying`: when the task may next be placed (for `retrying`,
     /// its next attempt time).
     pub next_placement_at: DateTime<Utc>,
+    /// The fleet job this task is a child of.
+    pub job_id: Option<JobId>,
 }
 
 /// What [`TaskRepo::insert_task`] did.
@@ -81,7 +84,7 @@ pub struct TaskFilter {
 macro_rules! task_columns {
     () => {
         "id, tenant_id, state, request, attempts, agent_id, reason, result, idempotency_key, \
-         queue_deadline, created_at, updated_at, cancel_requested_at, next_placement_at"
+         queue_deadline, created_at, updated_at, cancel_requested_at, next_placement_at, job_id"
     };
 }
 pub(crate) use task_columns;
@@ -102,6 +105,7 @@ pub(crate) struct TaskRow {
     updated_at: DateTime<Utc>,
     cancel_requested_at: Option<DateTime<Utc>>,
     next_placement_at: DateTime<Utc>,
+    job_id: Option<Uuid>,
 }
 
 pub(crate) fn parse_state(s: &str) -> Result<TaskState, StoreError> {
@@ -131,6 +135,7 @@ impl TryFrom<TaskRow> for TaskRecord {
             updated_at: r.updated_at,
             cancel_requested_at: r.cancel_requested_at,
             next_placement_at: r.next_placement_at,
+            job_id: r.job_id.map(JobId),
         })
     }
 }
@@ -144,6 +149,7 @@ impl TaskRecord {
             attempt: self.attempts,
             agent_id: self.agent_id,
             reason: self.reason.clone(),
+            job_id: self.job_id,
         }
     }
 }

@@ -29,6 +29,8 @@ pub mod reason {
     pub const UNEXPECTED_STATUS: &str = "unexpected_status";
     pub const TIMEOUT: &str = "timeout";
     pub const CANCELLED: &str = "cancelled";
+    /// A cancelled assignment dropped before it started.
+    pub const NOT_STARTED: &str = "not_started";
     /// The agent died while the task ran; reported when it starts again.
     pub const AGENT_RESTARTED: &str = "agent_restarted";
     /// The agent was stopped and the task did not finish within the shutdown grace.

@@ -9,6 +9,7 @@ pub mod health;
 pub mod heartbeat;
 pub mod hooks;
 pub mod integrations;
+pub mod jobs;
 pub mod services;
 pub mod settings;
 pub mod tasks;
@@ -33,6 +34,7 @@ pub fn router() -> Router<AppState> {
         .merge(agents::router())
         .merge(heartbeat::router())
         .merge(tasks::router())
+        .merge(jobs::router())
         .merge(webhooks::router())
         .merge(hooks::router())
         .merge(services::router())

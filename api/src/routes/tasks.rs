@@ -53,6 +53,7 @@ pub fn task_view(t: TaskRecord) -> TaskView {
         updated_at: t.updated_at,
         cancel_requested_at: t.cancel_requested_at,
         next_attempt_at: (t.state == TaskState::Retrying).then_some(t.next_placement_at),
+        job_id: t.job_id,
     }
 }
 

@@ -12,7 +12,9 @@ use crate::config::{self, Config};
 
 pub mod agents;
 pub mod dead_letters;
+pub mod jobs;
 pub mod run;
+pub mod run_job;
 pub mod services;
 pub mod tasks;
 pub mod tenants;
@@ -22,7 +24,7 @@ pub mod webhooks;
 #[command(
     name = "risctl",
     version,
-    about = "Command line for RIS: tenants, API keys, agents, tasks, services and dead letters",
+    about = "Command line for RIS: tenants, API keys, agents, tasks, jobs, services and dead letters",
     after_help = "The API URL and key come from --api/--key, else RIS_API/RIS_KEY, else the \
                   file `risctl configure` writes (RISCTL_CONFIG overrides its path)."
 )]
@@ -59,11 +61,15 @@ pub enum Command {
     /// Agents of the tenant.
     #[command(subcommand)]
     Agents(agents::AgentsCmd),
-    /// Run a shell command on every online agent matching a selector, or on one agent.
+    /// Run a shell command on every online agent matching a selector (a fleet job), or on
+    /// one agent.
     Run(run::RunArgs),
     /// Tasks: show, list, cancel, history, attempts.
     #[command(subcommand)]
     Tasks(tasks::TasksCmd),
+    /// Fleet jobs: list, show, targets, cancel.
+    #[command(subcommand)]
+    Jobs(jobs::JobsCmd),
     /// Dead letters: list, replay, remove.
     #[command(subcommand, name = "dead-letters")]
     DeadLetters(dead_letters::DeadLettersCmd),
@@ -109,6 +115,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Agents(cmd) => agents::run(&ctx, cmd).await,
         Command::Run(args) => run::run(&ctx, args).await,
         Command::Tasks(cmd) => tasks::run(&ctx, cmd).await,
+        Command::Jobs(cmd) => jobs::run(&ctx, cmd).await,
         Command::DeadLetters(cmd) => dead_letters::run(&ctx, cmd).await,
         Command::Webhooks(cmd) => webhooks::run(&ctx, cmd).await,
         Command::Services(cmd) => services::run(&ctx, cmd).await,

@@ -1,12 +1,13 @@
 //! `risctl run`: one shell command on many agents, results printed as they arrive.
 //!
-//! Until fleet jobs exist (`/v1/jobs`) the fan-out is done here: list the agents, keep
-//! the online ones the selector matches, submit one task per agent targeted by
-//! `agent_id`, then poll every task on its own and print each result as soon as it is
-//! final. Standard output carries only the agents' standard output, each line prefixed
-//! by the agent's name (`web-1 | Linux`), so it can be piped; their standard error,
-//! failures and the closing summary go to standard error. The exit code is 0 only when
-//! every task completed.
+//! With `--selector` the command runs as a fleet job (`POST /v1/jobs`, see
+//! [`super::run_job`]): the API resolves the selector, the dispatchers run it
+//! `--max-concurrency` at a time and halt past `--max-errors`, and each child's output
+//! streams in live. With `--agent` it is one task, polled until it is final. Standard
+//! output carries only the agents' standard output, each line prefixed by the agent's
+//! name (`web-1 | Linux`), so it can be piped; their standard error, failures and the
+//! closing summary go to standard error. The exit code is 0 only when everything
+//! completed.
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -16,6 +17,7 @@ use anyhow::{bail, Context as _};
 use clap::Args;
 use ris_schemas::api::{AgentStatus, AgentView, TaskAccepted, TaskView};
 use ris_schemas::ids::AgentId;
+use ris_schemas::job::Rate;
 use ris_schemas::labels::LabelSelector;
 use ris_schemas::task::{
     OutputCap, RawShellSpec, ShellSpec, Target, TaskRequest, TaskSpec, TaskState, Timeout,
@@ -25,12 +27,13 @@ use serde_json::{json, Value};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::{agents, tasks, Ctx};
+use super::{tasks, Ctx};
 use crate::client::{typed, Client, ClientError};
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Run on every online agent whose labels match, e.g. `env=prod,region!=us`.
+    /// Run on every online agent whose labels match, e.g. `env=prod,region!=us`, as a
+    /// fleet job.
     #[arg(long, value_parser = |s: &str| LabelSelector::parse(s),
           required_unless_present = "agent", conflicts_with = "agent")]
     selector: Option<LabelSelector>,
@@ -46,6 +49,14 @@ pub struct RunArgs {
     /// A script run through `/bin/sh -c`, instead of a command after `--`.
     #[arg(long, conflicts_with = "argv")]
     script: Option<String>,
+    /// With --selector: agents running the command at once, a number or a percentage of
+    /// the matching agents (`10%`).
+    #[arg(long, default_value = "100%", value_parser = parse_rate, requires = "selector")]
+    max_concurrency: Rate,
+    /// With --selector: failures tolerated (a number or a percentage); one more halts the
+    /// job: nothing more starts.
+    #[arg(long, default_value = "100%", value_parser = parse_rate, requires = "selector")]
+    max_errors: Rate,
     /// The command and its arguments, run directly (no shell).
     #[arg(
         last = true,
@@ -53,6 +64,10 @@ pub struct RunArgs {
         value_name = "COMMAND"
     )]
     argv: Vec<String>,
+}
+
+fn parse_rate(s: &str) -> Result<Rate, String> {
+    Rate::try_from(Value::String(s.to_owned()))
 }
 
 /// Extra time, beyond the queue and run timeouts, before a task still unfinished is
@@ -76,7 +91,18 @@ enum Ending {
 
 pub async fn run(ctx: &Ctx, args: RunArgs) -> anyhow::Result<ExitCode> {
     let spec = shell_spec(&args)?;
-    let picks = pick_agents(&ctx.client, &args).await?;
+    if let Some(selector) = args.selector.clone() {
+        let job = super::run_job::JobArgs {
+            selector,
+            spec,
+            timeout: args.timeout,
+            queue_timeout: args.queue_timeout,
+            max_concurrency: args.max_concurrency,
+            max_errors: args.max_errors,
+        };
+        return super::run_job::run(ctx, job).await;
+    }
+    let picks = pick_agent(&ctx.client, &args).await?;
     let run_id = uuid::Uuid::new_v4().to_string();
     let width = picks
         .iter()
@@ -140,50 +166,22 @@ fn shell_spec(args: &RunArgs) -> anyhow::Result<TaskSpec> {
     Ok(TaskSpec::Shell(shell))
 }
 
-/// The agents to run on: the one named by `--agent`, or the online ones matching.
-async fn pick_agents(client: &Client, args: &RunArgs) -> anyhow::Result<Vec<Pick>> {
-    if let Some(id) = args.agent {
-        let agent: AgentView = typed(client.get(&format!("/v1/agents/{id}")).await?)?;
-        if agent.status != AgentStatus::Online {
-            eprintln!(
-                "warning: agent {} is offline; its task waits up to {} s for it",
-                agent.name, args.queue_timeout
-            );
-        }
-        return Ok(vec![Pick {
-            id: agent.id,
-            name: agent.name.to_string(),
-        }]);
-    }
-    let Some(selector) = &args.selector else {
+/// The agent named by `--agent`.
+async fn pick_agent(client: &Client, args: &RunArgs) -> anyhow::Result<Vec<Pick>> {
+    let Some(id) = args.agent else {
         bail!("pass --selector or --agent");
     };
-    let all = agents::list(client).await?;
-    let picks = matching(&all, selector);
-    if picks.is_empty() {
-        let online = all
-            .iter()
-            .filter(|a| a.status == AgentStatus::Online)
-            .count();
-        bail!(
-            "no online agent matches `{selector}` ({} agents, {online} online); nothing was run",
-            all.len()
+    let agent: AgentView = typed(client.get(&format!("/v1/agents/{id}")).await?)?;
+    if agent.status != AgentStatus::Online {
+        eprintln!(
+            "warning: agent {} is offline; its task waits up to {} s for it",
+            agent.name, args.queue_timeout
         );
     }
-    Ok(picks)
-}
-
-fn matching(all: &[AgentView], selector: &LabelSelector) -> Vec<Pick> {
-    let mut picks: Vec<Pick> = all
-        .iter()
-        .filter(|a| a.status == AgentStatus::Online && selector.matches(&a.labels))
-        .map(|a| Pick {
-            id: a.id,
-            name: a.name.to_string(),
-        })
-        .collect();
-    picks.sort_by(|a, b| a.name.cmp(&b.name));
-    picks
+    Ok(vec![Pick {
+        id: agent.id,
+        name: agent.name.to_string(),
+    }])
 }
 
 async fn submit(client: &Client, request: &TaskRequest) -> anyhow::Result<TaskAccepted> {
@@ -256,7 +254,7 @@ fn report(json: bool, name: &str, width: usize, ending: &Ending) -> anyhow::Resu
 }
 
 /// Why a task did not complete, in one line.
-fn failure(view: &TaskView) -> String {
+pub(super) fn failure(view: &TaskView) -> String {
     let mut text = if view.state.is_terminal() {
         view.state.to_string()
     } else {
@@ -306,21 +304,6 @@ fn summary(endings: &[(String, Ending)]) -> (String, bool) {
 mod tests {
     use super::*;
 
-    fn agent(name: &str, online: bool, labels: serde_json::Value) -> AgentView {
-        serde_json::from_value(json!({
-            "id": uuid::Uuid::now_v7(),
-            "name": name,
-            "status": if online { "online" } else { "offline" },
-            "labels": labels,
-            "capacity": 2,
-            "version": "0.1.0",
-            "hostname": "h",
-            "addresses": [],
-            "enrolled_at": "2026-11-29T10:00:00Z",
-        }))
-        .unwrap()
-    }
-
     fn view(state: &str) -> Ending {
         let v = json!({
             "id": uuid::Uuid::now_v7(),
@@ -333,19 +316,6 @@ mod tests {
             "metadata": {},
         });
         Ending::Task(Box::new(serde_json::from_value(v.clone()).unwrap()), v)
-    }
-
-    #[test]
-    fn only_online_matching_agents_are_picked_sorted_by_name() {
-        let all = [
-            agent("web-2", true, json!({"role": "x"})),
-            agent("web-1", true, json!({"role": "x", "env": "prod"})),
-            agent("web-3", false, json!({"role": "x"})),
-            agent("db-1", true, json!({"role": "db"})),
-        ];
-        let sel = LabelSelector::parse("role=x").unwrap();
-        let names: Vec<String> = matching(&all, &sel).into_iter().map(|p| p.name).collect();
-        assert_eq!(names, ["web-1", "web-2"]);
     }
 
     #[test]
