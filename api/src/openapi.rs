@@ -22,6 +22,7 @@ use ris_schemas::api::{
 use ris_schemas::dead_letters::DeadLetterView;
 use ris_schemas::hooks::{CreateInboundHook, InboundHookView};
 use ris_schemas::integrations::{CreateIntegration, IntegrationCreated, IntegrationView};
+use ris_schemas::security::{ApiKeyView, AuditEntryView, AuditVerifyReport, TenantLimits};
 use ris_schemas::task::TaskRequest;
 use ris_schemas::webhooks::{CreateWebhook, DeliveryView, WebhookView};
 
@@ -166,6 +167,33 @@ const FOLLOW: Param = Param {
     schema: || json!({ "type": "boolean", "default": false }),
 };
 
+const TENANT: Param = Param {
+    name: "tenant",
+    description: "Platform admin only: the tenant to act on (a tenant key acts on its own).",
+    schema: || json!({ "type": "string" }),
+};
+const AUDIT_ACTION: Param = Param {
+    name: "action",
+    description:
+        "Only entries of this action (an operation id such as `submitTask`, or `auth.failed`).",
+    schema: || json!({ "type": "string" }),
+};
+const AUDIT_ACTOR: Param = Param {
+    name: "actor",
+    description: "Only entries of this actor (`key:<id>`, `platform-admin`, `agent:<id>`, ...).",
+    schema: || json!({ "type": "string" }),
+};
+const SINCE: Param = Param {
+    name: "since",
+    description: "Only entries at or after this RFC 3339 time.",
+    schema: || json!({ "type": "string", "format": "date-time" }),
+};
+const UNTIL: Param = Param {
+    name: "until",
+    description: "Only entries before this RFC 3339 time.",
+    schema: || json!({ "type": "string", "format": "date-time" }),
+};
+
 /// The tag of the probes and of this document.
 const META: &str = "meta";
 
@@ -274,6 +302,94 @@ pub const ROUTES: &[Route] = &[
         headers: &[],
         request: Some(schema::<CreateApiKey>),
         responses: &[(201, Body::Json(schema::<ApiKeyCreated>))],
+        errors: COMMON_404,
+    },
+    Route {
+        method: Method::Get,
+        path: "/v1/api-keys",
+        operation_id: "listApiKeys",
+        summary: "List a tenant's API keys (never their secrets)",
+        tag: "api-keys",
+        auth: Auth::AdminOrTenant,
+        query: &[TENANT],
+        headers: &[],
+        request: None,
+        responses: &[(200, Body::Json(schema::<Vec<ApiKeyView>>))],
+        errors: COMMON_404,
+    },
+    Route {
+        method: Method::Delete,
+        path: "/v1/api-keys/{id}",
+        operation_id: "revokeApiKey",
+        summary: "Revoke an API key (it gets 401 from now on)",
+        tag: "api-keys",
+        auth: Auth::AdminOrTenant,
+        query: &[TENANT],
+        headers: &[],
+        request: None,
+        responses: &[(204, Body::Empty)],
+        errors: COMMON_404,
+    },
+    // tenant limits (platform admin)
+    Route {
+        method: Method::Get,
+        path: "/v1/tenants/{name}/limits",
+        operation_id: "getTenantLimits",
+        summary: "Show a tenant's own rate limits and quotas (absent: the defaults)",
+        tag: "tenants",
+        auth: Auth::Admin,
+        query: &[],
+        headers: &[],
+        request: None,
+        responses: &[(200, Body::Json(schema::<TenantLimits>))],
+        errors: COMMON_404,
+    },
+    Route {
+        method: Method::Put,
+        path: "/v1/tenants/{name}/limits",
+        operation_id: "setTenantLimits",
+        summary: "Set a tenant's rate limits and quotas",
+        tag: "tenants",
+        auth: Auth::Admin,
+        query: &[],
+        headers: &[],
+        request: Some(schema::<TenantLimits>),
+        responses: &[(200, Body::Json(schema::<TenantLimits>))],
+        errors: COMMON_404,
+    },
+    // audit log
+    Route {
+        method: Method::Get,
+        path: "/v1/audit",
+        operation_id: "listAudit",
+        summary: "List audit entries, newest first",
+        tag: "audit",
+        auth: Auth::AdminOrTenant,
+        query: &[
+            TENANT,
+            AUDIT_ACTION,
+            AUDIT_ACTOR,
+            SINCE,
+            UNTIL,
+            LIMIT,
+            CURSOR,
+        ],
+        headers: &[],
+        request: None,
+        responses: &[(200, Body::Json(schema::<Page<AuditEntryView>>))],
+        errors: COMMON_404,
+    },
+    Route {
+        method: Method::Get,
+        path: "/v1/audit/verify",
+        operation_id: "verifyAudit",
+        summary: "Recompute the audit hash chain; report the first broken link",
+        tag: "audit",
+        auth: Auth::AdminOrTenant,
+        query: &[TENANT],
+        headers: &[],
+        request: None,
+        responses: &[(200, Body::Json(schema::<AuditVerifyReport>))],
         errors: COMMON_404,
     },
     // dead letters
@@ -788,7 +904,9 @@ fn reason(status: u16) -> &'static str {
         403 => "Credentials not allowed here",
         404 => "Not found",
         409 => "Conflict with the current state",
+        413 => "The body is larger than the API accepts",
         415 => "The body is not JSON (`Content-Type: application/json`)",
+        429 => "A rate limit or quota is exhausted (`field` names it; see `Retry-After`)",
         503 => "A dependency (PostgreSQL, Redis, RabbitMQ) is unavailable; retry later",
         _ => "Response",
     }
@@ -869,6 +987,13 @@ fn operation(route: &Route, generator: &mut SchemaGenerator) -> Value {
     // `ValidJson` refuses a body whose Content-Type is not JSON.
     if route.request.is_some() && route.auth != Auth::Signature {
         errors.push(415);
+    }
+    // Routes that need a permission are rate limited (`docs/security.md`).
+    if let Some(crate::permissions::Access::Needs(p)) =
+        crate::permissions::access_of(route.method.as_str(), route.path)
+    {
+        op.insert("x-ris-permission".into(), json!(p.name()));
+        errors.push(429);
     }
     // Every route but the probes and this document reaches PostgreSQL, Redis or RabbitMQ.
     if route.tag != META {

@@ -22,6 +22,8 @@ pub struct Inner {
     pub presence: Presence,
     pub management: Management,
     pub brokers: TenantBrokers,
+    /// Tenants' rate limits and quotas, briefly cached ([`crate::limits`]).
+    pub limits_cache: crate::limits::LimitsCache,
 }
 
 impl AppState {

@@ -40,6 +40,7 @@ pub mod messages;
 pub mod replies;
 pub mod result;
 pub mod retry;
+pub mod security;
 pub mod service;
 pub mod state;
 pub mod task;
@@ -68,6 +69,10 @@ pub fn json_schemas() -> Vec<(&'static str, schemars::Schema)> {
         ("api-create-tenant", schema_for!(api::CreateTenant)),
         ("api-create-api-key", schema_for!(api::CreateApiKey)),
         ("api-api-key-created", schema_for!(api::ApiKeyCreated)),
+        ("api-api-key", schema_for!(security::ApiKeyView)),
+        ("api-audit-entry", schema_for!(security::AuditEntryView)),
+        ("api-audit-verify", schema_for!(security::AuditVerifyReport)),
+        ("api-tenant-limits", schema_for!(security::TenantLimits)),
         (
             "api-create-enrollment-token",
             schema_for!(api::CreateEnrollmentToken),

@@ -24,6 +24,8 @@
 //! - [`pg`]: [`PgStore`], its pool, migrations and tenant-scoped transactions.
 //! - [`error`]: [`StoreError`], [`RedeemError`].
 //! - [`tenants`]: tenants and [`TenantCtx`].
+//! - [`audit`]: the hash-chained, append-only audit log.
+//! - [`limits`]: tenant rate limits and quotas.
 //! - [`auth`]: API keys, enrollment tokens and redeeming one for an agent.
 //! - [`agents`]: agents, their facts and address history.
 //! - [`tasks`]: task records, submission, reads and listing.
@@ -50,6 +52,7 @@ use ris_schemas::messages::Finished;
 use ris_schemas::task::TaskRequest;
 
 pub mod agents;
+pub mod audit;
 pub mod auth;
 pub mod cancel;
 pub mod cursor;
@@ -57,6 +60,7 @@ pub mod dead_letters;
 pub mod error;
 pub mod inbound_hooks;
 pub mod integrations;
+pub mod limits;
 pub mod pg;
 pub mod placement;
 pub mod recovery;
@@ -68,6 +72,7 @@ pub mod transitions;
 pub mod webhooks;
 
 pub use agents::{AddressChangeRecord, AgentFacts, AgentRecord, NewAgent};
+pub use audit::{AuditFilter, AuditRecord, AuditRepo, NewAuditEntry};
 pub use auth::ApiKeyRecord;
 pub use cancel::CancelOutcome;
 pub use cursor::Cursor;
@@ -75,6 +80,7 @@ pub use dead_letters::{DeadLetterCursor, DeadLetterRecord, DeadLetterRepo, NewDe
 pub use error::{RedeemError, StoreError};
 pub use inbound_hooks::{InboundHookRecord, InboundHookRepo, NewInboundHook};
 pub use integrations::{reply_of, IntegrationRecord, IntegrationRepo, ReplyTarget};
+pub use limits::LimitsRepo;
 pub use pg::PgStore;
 pub use recovery::{AttemptResult, RecoveryRepo};
 pub use task_events::TaskEventRecord;
@@ -102,6 +108,8 @@ pub trait Store:
     + IntegrationRepo
     + WebhookRepo
     + InboundHookRepo
+    + AuditRepo
+    + LimitsRepo
     + Send
     + Sync
 {
@@ -131,7 +139,12 @@ pub trait AuthRepo: Send + Sync {
         name: &str,
         role: &str,
         secret_hash: &[u8],
+        expires_at: Option<DateTime<Utc>>,
     ) -> Result<ApiKeyRecord, StoreError>;
+    /// The tenant's keys, oldest first, revoked ones included.
+    async fn list_api_keys(&self, tenant: &TenantCtx) -> Result<Vec<ApiKeyRecord>, StoreError>;
+    /// Sets `revoked_at` (kept if already set). `false` if the tenant has no such key.
+    async fn revoke_api_key(&self, tenant: &TenantCtx, id: ApiKeyId) -> Result<bool, StoreError>;
     /// Cross-tenant lookup by key id (the API then compares the hash in constant time).
     async fn find_api_key(&self, id: ApiKeyId) -> Result<Option<ApiKeyRecord>, StoreError>;
     async fn insert_enrollment_token(
@@ -148,6 +161,17 @@ pub trait AuthRepo: Send + Sync {
         &self,
         token_hash: &[u8],
         agent: NewAgent,
+    ) -> Result<(Tenant, AgentRecord), RedeemError> {
+        self.enroll_agent_within(token_hash, agent, None).await
+    }
+    /// [`AuthRepo::enroll_agent`] under the tenant's `max_agents` quota (its own
+    /// limit, else `default_max_agents`, else none): [`RedeemError::QuotaExceeded`]
+    /// leaves the token unused.
+    async fn enroll_agent_within(
+        &self,
+        token_hash: &[u8],
+        agent: NewAgent,
+        default_max_agents: Option<u32>,
     ) -> Result<(Tenant, AgentRecord), RedeemError>;
 }
 

@@ -2,6 +2,7 @@
 
 pub mod agents;
 pub mod api_keys;
+pub mod audit;
 pub mod dead_letters;
 pub mod enrollment;
 pub mod events;
@@ -9,6 +10,7 @@ pub mod health;
 pub mod heartbeat;
 pub mod hooks;
 pub mod integrations;
+pub mod limits;
 pub mod settings;
 pub mod tasks;
 pub mod tenants;
@@ -37,6 +39,8 @@ pub fn router() -> Router<AppState> {
         .merge(settings::router())
         .merge(integrations::router())
         .merge(events::router())
+        .merge(audit::router())
+        .merge(limits::router())
         // Shared by `/events/stream` and `/tasks/{id}/output`.
         .layer(Extension(Arc::new(EventStreams::default())));
     Router::new()
