@@ -22,6 +22,7 @@ use crate::machine::Machine;
 use crate::outbox::{Outbox, OutboxError};
 use crate::report::Reporter;
 use crate::running::Running;
+use crate::trust::Trust;
 use crate::{supervisor, worker};
 
 /// How long the heartbeat and the broker connection get to close at the very end.
@@ -53,6 +54,8 @@ pub(crate) struct Shared {
     pub tracker: TaskTracker,
     pub timings: Timings,
     pub state_dir: PathBuf,
+    /// The keys assignments and control orders must be signed with.
+    pub trust: Trust,
 }
 
 pub struct Agent {
@@ -101,6 +104,11 @@ impl Agent {
             tracker: TaskTracker::new(),
             timings: config.timings,
             state_dir: config.state_dir,
+            trust: Trust::new(
+                identity.enrollment.tenant.clone(),
+                agent_id,
+                &identity.enrollment.signing_keys,
+            ),
             agent_id,
             identity,
         };
@@ -226,5 +234,6 @@ fn heartbeat_config(shared: &Shared) -> HeartbeatConfig {
         )),
         capacity: identity.capacity,
         labels: identity.labels.clone(),
+        trust: shared.trust.clone(),
     }
 }

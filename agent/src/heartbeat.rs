@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::machine::Machine;
 use crate::running::Running;
+use crate::trust::Trust;
 
 /// What the agent can run, as announced in each frame.
 pub const CAPABILITIES: [&str; 3] = ["shell", "http", "noop"];
@@ -41,6 +42,8 @@ pub struct HeartbeatConfig {
     pub interval: Duration,
     pub capacity: u32,
     pub labels: Labels,
+    /// Updated with the signing keys of each reply.
+    pub trust: Trust,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -182,7 +185,7 @@ async fn session(
                         return frame.map_or_else(|| "closed by the API".to_owned(), |f| format!("closed by the API: {}", f.reason));
                     }
                     Some(Ok(Message::Text(text))) => {
-                        if let Some(next) = follow_reply(&text, period) {
+                        if let Some(next) = follow_reply(&text, period, &config.trust) {
                             period = next;
                             ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
                         }
@@ -201,9 +204,10 @@ async fn session(
 }
 
 /// The new period when a reply asks for a different one.
-fn follow_reply(text: &str, period: Duration) -> Option<Duration> {
+fn follow_reply(text: &str, period: Duration, trust: &Trust) -> Option<Duration> {
     match serde_json::from_str::<HeartbeatReply>(text) {
         Ok(reply) => {
+            trust.replace(&reply.signing_keys);
             let asked = Duration::from_secs(u64::from(reply.interval_secs));
             (reply.interval_secs > 0 && asked != period).then_some(asked)
         }

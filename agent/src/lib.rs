@@ -24,6 +24,7 @@
 //! - [`report`]: publishing results with confirms, falling back to the outbox.
 //! - [`outbox`]: on-disk queue of results that could not be published yet.
 //! - [`heartbeat`]: the WebSocket heartbeat to the API.
+//! - [`trust`]: the platform's signing keys; what the agent believes.
 //! - [`machine`]: hostname, load, memory, disk and addresses of this machine.
 
 pub mod agent;
@@ -42,6 +43,7 @@ pub mod outbox;
 pub mod report;
 pub mod running;
 pub mod supervisor;
+pub mod trust;
 pub mod worker;
 
 pub use agent::Agent;

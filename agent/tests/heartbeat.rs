@@ -46,6 +46,7 @@ async fn one_frame(mut socket: WebSocket, agent_id: AgentId, frames: Frames) {
                 v: V1,
                 received_at: Utc::now(),
                 interval_secs: 1,
+                signing_keys: Vec::new(),
             };
             let text = serde_json::to_string(&reply).unwrap();
             let _ = socket.send(Message::Text(text.into())).await;
@@ -73,6 +74,7 @@ async fn frames_carry_load_and_the_socket_is_reconnected() {
         interval: Duration::from_secs(1),
         capacity: 4,
         labels: common::labels(&[("env", "prod")]),
+        trust: Default::default(),
     };
     let stop = CancellationToken::new();
     let handle = tokio::spawn(heartbeat::run(
@@ -117,6 +119,7 @@ async fn a_refused_token_keeps_retrying_until_stopped() {
         interval: Duration::from_secs(1),
         capacity: 1,
         labels: common::labels(&[]),
+        trust: Default::default(),
     };
     let stop = CancellationToken::new();
     let handle = tokio::spawn(heartbeat::run(

@@ -61,6 +61,7 @@ impl App {
             management,
             config,
             limits_cache: Default::default(),
+            signing: Default::default(),
         });
         Ok(App { listener, state })
     }

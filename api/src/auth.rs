@@ -100,7 +100,7 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Calle
             return Ok(Caller::PlatformAdmin);
         }
     }
-    let invalid = || ApiError::unauthorized("invalid, expired or revoked API key");
+    let invalid = || ApiError::unauthorized("invalid or revoked API key, or expired");
     let (id, secret) = secrets::parse_api_key(token).ok_or_else(|| anonymous(invalid()))?;
     let key = state
         .store

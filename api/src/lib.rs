@@ -19,6 +19,7 @@
 //! - [`limits`]: rate limits and quotas per tenant.
 //! - [`hardening`]: header size limits and handler timeouts.
 //! - [`secrets`]: generation and hashing of keys and tokens.
+//! - [`signing`]: the keys that sign messages to agents.
 //! - [`routes`]: one module per resource, each with its own `router()`.
 //! - [`events`]: task events the API publishes itself (a cancel that takes effect).
 //! - [`event_streams`]: live subscriptions to a tenant's events (`/v1/events/stream`).
@@ -42,4 +43,5 @@ pub mod pagination;
 pub mod permissions;
 pub mod routes;
 pub mod secrets;
+pub mod signing;
 pub mod state;

@@ -22,7 +22,9 @@ use ris_schemas::api::{
 use ris_schemas::dead_letters::DeadLetterView;
 use ris_schemas::hooks::{CreateInboundHook, InboundHookView};
 use ris_schemas::integrations::{CreateIntegration, IntegrationCreated, IntegrationView};
-use ris_schemas::security::{ApiKeyView, AuditEntryView, AuditVerifyReport, TenantLimits};
+use ris_schemas::security::{
+    ApiKeyView, AuditEntryView, AuditVerifyReport, RotateSigningKey, SigningKeyView, TenantLimits,
+};
 use ris_schemas::task::TaskRequest;
 use ris_schemas::webhooks::{CreateWebhook, DeliveryView, WebhookView};
 
@@ -356,6 +358,46 @@ pub const ROUTES: &[Route] = &[
         request: Some(schema::<TenantLimits>),
         responses: &[(200, Body::Json(schema::<TenantLimits>))],
         errors: COMMON_404,
+    },
+    // message signing keys (platform admin)
+    Route {
+        method: Method::Get,
+        path: "/v1/signing-keys",
+        operation_id: "listSigningKeys",
+        summary: "List the keys agents accept on assignments and control messages",
+        tag: "signing-keys",
+        auth: Auth::Admin,
+        query: &[],
+        headers: &[],
+        request: None,
+        responses: &[(200, Body::Json(schema::<Vec<SigningKeyView>>))],
+        errors: COMMON,
+    },
+    Route {
+        method: Method::Post,
+        path: "/v1/signing-keys",
+        operation_id: "addSigningKey",
+        summary: "Rotate: publish a new signing key that activates later",
+        tag: "signing-keys",
+        auth: Auth::Admin,
+        query: &[],
+        headers: &[],
+        request: Some(schema::<RotateSigningKey>),
+        responses: &[(201, Body::Json(schema::<SigningKeyView>))],
+        errors: COMMON,
+    },
+    Route {
+        method: Method::Delete,
+        path: "/v1/signing-keys/{kid}",
+        operation_id: "retireSigningKey",
+        summary: "Retire a signing key that no longer signs (agents stop accepting it)",
+        tag: "signing-keys",
+        auth: Auth::Admin,
+        query: &[],
+        headers: &[],
+        request: None,
+        responses: &[(204, Body::Empty)],
+        errors: COMMON_409,
     },
     // audit log
     Route {
@@ -925,7 +967,7 @@ fn operation(route: &Route, generator: &mut SchemaGenerator) -> Value {
     for name in path_params(route.path) {
         // `{name}` is a tenant or integration name; every `{id}` and `{delivery_id}` is a
         // UUID (handlers answer 400 `invalid_field` to anything else).
-        let schema = if name == "name" {
+        let schema = if name == "name" || name == "kid" {
             json!({ "type": "string" })
         } else {
             json!({ "type": "string", "format": "uuid" })

@@ -35,6 +35,8 @@ pub enum Permission {
     SettingsWrite,
     EventsRead,
     AuditRead,
+    /// List, add and retire the keys that sign messages to agents.
+    SigningKeysManage,
 }
 
 /// Whether a permission acts inside one tenant (a tenant credential is needed) or at
@@ -47,7 +49,7 @@ pub enum Scope {
 }
 
 impl Permission {
-    pub const ALL: [Permission; 19] = [
+    pub const ALL: [Permission; 20] = [
         Permission::TenantsManage,
         Permission::ApiKeysManage,
         Permission::AgentsRead,
@@ -67,6 +69,7 @@ impl Permission {
         Permission::SettingsWrite,
         Permission::EventsRead,
         Permission::AuditRead,
+        Permission::SigningKeysManage,
     ];
 
     /// `tasks:submit`, ...: how errors and the docs name it.
@@ -91,14 +94,16 @@ impl Permission {
             Permission::SettingsWrite => "settings:write",
             Permission::EventsRead => "events:read",
             Permission::AuditRead => "audit:read",
+            Permission::SigningKeysManage => "signing-keys:manage",
         }
     }
 
     pub fn scope(self) -> Scope {
         match self {
-            Permission::TenantsManage | Permission::ApiKeysManage | Permission::AuditRead => {
-                Scope::Any
-            }
+            Permission::TenantsManage
+            | Permission::ApiKeysManage
+            | Permission::AuditRead
+            | Permission::SigningKeysManage => Scope::Any,
             _ => Scope::Tenant,
         }
     }
@@ -108,7 +113,7 @@ impl Permission {
 pub fn roles_with(p: Permission) -> &'static [Role] {
     use Role::*;
     match p {
-        Permission::TenantsManage => &[PlatformAdmin],
+        Permission::TenantsManage | Permission::SigningKeysManage => &[PlatformAdmin],
         Permission::ApiKeysManage | Permission::AuditRead => &[PlatformAdmin, TenantAdmin],
         Permission::SettingsWrite | Permission::IntegrationsManage => &[TenantAdmin],
         Permission::AgentsEnroll
@@ -167,6 +172,13 @@ pub const ROUTE_ACCESS: &[(&str, &str, Access)] = &[
     ("DELETE", "/v1/api-keys/{id}", Needs(P::ApiKeysManage)),
     ("GET", "/v1/audit", Needs(P::AuditRead)),
     ("GET", "/v1/audit/verify", Needs(P::AuditRead)),
+    ("GET", "/v1/signing-keys", Needs(P::SigningKeysManage)),
+    ("POST", "/v1/signing-keys", Needs(P::SigningKeysManage)),
+    (
+        "DELETE",
+        "/v1/signing-keys/{kid}",
+        Needs(P::SigningKeysManage),
+    ),
     ("GET", "/v1/dead-letters", Needs(P::DeadLettersRead)),
     ("GET", "/v1/dead-letters/{id}", Needs(P::DeadLettersRead)),
     (

@@ -24,6 +24,8 @@ pub struct Inner {
     pub brokers: TenantBrokers,
     /// Tenants' rate limits and quotas, briefly cached ([`crate::limits`]).
     pub limits_cache: crate::limits::LimitsCache,
+    /// Message signing keys, briefly cached ([`crate::signing`]).
+    pub signing: crate::signing::SigningState,
 }
 
 impl AppState {

@@ -114,6 +114,10 @@ pub struct EnrollResponse {
     /// Bearer token for the heartbeat WebSocket.
     pub heartbeat_token: String,
     pub heartbeat_interval_secs: u32,
+    /// Keys that sign the agent's assignments and control messages; the agent refuses
+    /// anything not signed by one of them. Heartbeat replies carry the current set.
+    #[serde(default)]
+    pub signing_keys: Vec<crate::security::SigningKeyView>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -183,3 +183,24 @@ mod tests {
         }
     }
 }
+
+/// The public half of a key that signs assignments and control messages (Ed25519).
+/// Agents verify every message with the key its `x-ris-sig-kid` header names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SigningKeyView {
+    pub kid: String,
+    /// 32 bytes, hex.
+    pub public_key: String,
+    /// When it starts signing (it verifies as soon as it is listed).
+    pub activate_at: DateTime<Utc>,
+}
+
+/// Body of `POST /v1/signing-keys`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateSigningKey {
+    /// Seconds before the new key starts signing (default 60): time for every agent to
+    /// learn it from a heartbeat reply.
+    #[serde(default)]
+    pub activate_in_secs: Option<u32>,
+}

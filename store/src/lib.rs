@@ -26,6 +26,7 @@
 //! - [`tenants`]: tenants and [`TenantCtx`].
 //! - [`audit`]: the hash-chained, append-only audit log.
 //! - [`limits`]: tenant rate limits and quotas.
+//! - [`signing_keys`]: the Ed25519 keys that sign messages to agents.
 //! - [`auth`]: API keys, enrollment tokens and redeeming one for an agent.
 //! - [`agents`]: agents, their facts and address history.
 //! - [`tasks`]: task records, submission, reads and listing.
@@ -64,6 +65,7 @@ pub mod limits;
 pub mod pg;
 pub mod placement;
 pub mod recovery;
+pub mod signing_keys;
 pub mod task_events;
 pub mod task_results;
 pub mod tasks;
@@ -83,6 +85,7 @@ pub use integrations::{reply_of, IntegrationRecord, IntegrationRepo, ReplyTarget
 pub use limits::LimitsRepo;
 pub use pg::PgStore;
 pub use recovery::{AttemptResult, RecoveryRepo};
+pub use signing_keys::{NewSigningKey, SigningKeyRecord, SigningKeyRepo};
 pub use task_events::TaskEventRecord;
 pub use task_results::ResultOutcome;
 pub use task_results::RetryDecision;
@@ -110,6 +113,7 @@ pub trait Store:
     + InboundHookRepo
     + AuditRepo
     + LimitsRepo
+    + SigningKeyRepo
     + Send
     + Sync
 {

@@ -145,6 +145,7 @@ async fn enroll(
     .await?;
     tracing::info!("agent enrolled");
     let broker = &state.config.broker;
+    let signing_keys = crate::signing::public_keys(&state).await?;
     let note = AuditNote {
         tenant: Some(tenant.ctx()),
         actor: Some(format!("agent:{agent_id}")),
@@ -170,6 +171,7 @@ async fn enroll(
             tenant: tenant.name,
             heartbeat_token,
             heartbeat_interval_secs: state.config.heartbeat_interval_secs,
+            signing_keys,
         }),
     );
     Ok(note.attach(created.into_response()))

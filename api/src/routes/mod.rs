@@ -12,6 +12,7 @@ pub mod hooks;
 pub mod integrations;
 pub mod limits;
 pub mod settings;
+pub mod signing_keys;
 pub mod tasks;
 pub mod tenants;
 pub mod webhooks;
@@ -41,6 +42,7 @@ pub fn router() -> Router<AppState> {
         .merge(events::router())
         .merge(audit::router())
         .merge(limits::router())
+        .merge(signing_keys::router())
         // Shared by `/events/stream` and `/tasks/{id}/output`.
         .layer(Extension(Arc::new(EventStreams::default())));
     Router::new()
