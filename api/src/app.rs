@@ -62,6 +62,7 @@ impl App {
             config,
             limits_cache: Default::default(),
             signing: Default::default(),
+            jwt: Default::default(),
         });
         Ok(App { listener, state })
     }

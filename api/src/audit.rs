@@ -47,6 +47,7 @@ impl AuditNote {
 pub struct RequestFacts {
     pub method: Method,
     pub path: String,
+    /// The route's operation id, or `auth.failed` when the credential was refused.
     pub action: &'static str,
     pub request_id: Option<String>,
     pub source: Option<String>,
@@ -99,11 +100,7 @@ pub async fn record(
     status: StatusCode,
     note: Option<&AuditNote>,
 ) {
-    let action = if status == StatusCode::UNAUTHORIZED {
-        "auth.failed"
-    } else {
-        facts.action
-    };
+    let action = facts.action;
     let tenant = note.and_then(|n| n.tenant.clone()).or(tenant);
     let entry = NewAuditEntry {
         tenant,

@@ -24,21 +24,24 @@ use crate::state::AppState;
 /// An authenticated caller.
 #[derive(Debug, Clone)]
 pub enum Caller {
+    /// The bootstrap admin key.
     PlatformAdmin,
+    /// A logged-in user with role `platform-admin`.
+    PlatformUser(uuid::Uuid),
     Tenant(TenantCaller),
 }
 
 impl Caller {
     pub fn role(&self) -> Role {
         match self {
-            Caller::PlatformAdmin => Role::PlatformAdmin,
+            Caller::PlatformAdmin | Caller::PlatformUser(_) => Role::PlatformAdmin,
             Caller::Tenant(t) => t.role,
         }
     }
 
     pub fn tenant(&self) -> Option<&TenantCtx> {
         match self {
-            Caller::PlatformAdmin => None,
+            Caller::PlatformAdmin | Caller::PlatformUser(_) => None,
             Caller::Tenant(t) => Some(&t.tenant),
         }
     }
@@ -47,17 +50,40 @@ impl Caller {
     pub fn actor(&self) -> String {
         match self {
             Caller::PlatformAdmin => "platform-admin".to_owned(),
-            Caller::Tenant(t) => format!("key:{}", t.key_id),
+            Caller::PlatformUser(id) => format!("user:{id}"),
+            Caller::Tenant(t) => match t.user {
+                Some(user) => format!("user:{user}"),
+                None => format!("key:{}", t.key_id),
+            },
         }
     }
 }
 
-/// A caller holding a tenant's API key.
+/// A caller acting in one tenant: with one of its API keys, or as one of its users.
 #[derive(Debug, Clone)]
 pub struct TenantCaller {
     pub tenant: TenantCtx,
+    /// The credential: the API key's id, or for a user the login session's id (rate
+    /// limits are per credential).
     pub key_id: ris_schemas::ids::ApiKeyId,
     pub role: Role,
+    /// The user, when a person logged in (not an API key).
+    pub user: Option<uuid::Uuid>,
+}
+
+impl Caller {
+    /// The signed-in user, if the credential is a user's access token.
+    pub fn user(&self) -> Option<uuid::Uuid> {
+        match self {
+            Caller::PlatformUser(id) => Some(*id),
+            Caller::Tenant(t) => t.user,
+            Caller::PlatformAdmin => None,
+        }
+    }
+
+    pub fn is_platform(&self) -> bool {
+        self.tenant().is_none()
+    }
 }
 
 /// The platform administrator.
@@ -95,6 +121,9 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Calle
         actor: "anonymous".to_owned(),
     };
     let token = bearer(headers).map_err(anonymous)?;
+    if crate::jwt::looks_like_jwt(token) {
+        return user_caller(state, token).await;
+    }
     if let Some(admin_key) = state.config.bootstrap_admin_key.as_deref() {
         if bool::from(token.as_bytes().ct_eq(admin_key.as_bytes())) {
             return Ok(Caller::PlatformAdmin);
@@ -129,7 +158,51 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Calle
         tenant: key.tenant.ctx(),
         key_id: key.id,
         role,
+        user: None,
     }))
+}
+
+/// A user's access token: valid JWT, live session, current role from the database.
+async fn user_caller(state: &AppState, token: &str) -> Result<Caller, AuthFailure> {
+    let refused = |why: &str, tenant: Option<TenantCtx>, actor: String| AuthFailure {
+        error: ApiError::unauthorized(format!("invalid access token: {why}")),
+        tenant,
+        actor,
+    };
+    let claims = crate::jwt::verify(state, token)
+        .await
+        .map_err(|why| refused(why, None, "anonymous".to_owned()))?;
+    let user = state
+        .store
+        .live_session(claims.sid)
+        .await
+        .map_err(|e| AuthFailure {
+            error: e.into(),
+            tenant: None,
+            actor: "anonymous".to_owned(),
+        })?
+        .filter(|u| u.id == claims.sub)
+        .ok_or_else(|| refused("session ended", None, format!("user:{}", claims.sub)))?;
+    let Some(role) = Role::parse(&user.role) else {
+        return Err(refused("unknown role", None, format!("user:{}", user.id)));
+    };
+    match (role, user.tenant) {
+        (Role::PlatformAdmin, None) => Ok(Caller::PlatformUser(user.id)),
+        (Role::TenantAdmin | Role::Operator | Role::Viewer, Some(tenant)) => {
+            tracing::Span::current().record("tenant", tenant.name.as_str());
+            Ok(Caller::Tenant(TenantCaller {
+                tenant: tenant.ctx(),
+                key_id: ris_schemas::ids::ApiKeyId(claims.sid),
+                role,
+                user: Some(user.id),
+            }))
+        }
+        _ => Err(refused(
+            "inconsistent user",
+            None,
+            format!("user:{}", user.id),
+        )),
+    }
 }
 
 impl FromRequestParts<AppState> for Caller {
@@ -152,7 +225,7 @@ impl FromRequestParts<AppState> for TenantCaller {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         match Caller::from_request_parts(parts, state).await? {
             Caller::Tenant(t) => Ok(t),
-            Caller::PlatformAdmin => Err(tenant_credential_required()),
+            Caller::PlatformAdmin | Caller::PlatformUser(_) => Err(tenant_credential_required()),
         }
     }
 }
@@ -170,7 +243,7 @@ impl FromRequestParts<AppState> for PlatformAdmin {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         match Caller::from_request_parts(parts, state).await? {
-            Caller::PlatformAdmin => Ok(PlatformAdmin),
+            Caller::PlatformAdmin | Caller::PlatformUser(_) => Ok(PlatformAdmin),
             Caller::Tenant(_) => Err(ApiError::forbidden(
                 "platform_admin_required",
                 "only the platform administrator may do this",

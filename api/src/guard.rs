@@ -49,11 +49,17 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
                 Open::EnrollmentToken => "enrollment-token",
                 Open::AgentToken => "agent",
                 Open::Signature => "signed-request",
+                Open::Password | Open::RefreshToken => "anonymous",
             };
             (None, actor.to_owned(), next.run(req).await)
         }
         Access::Needs(permission) => match auth::authenticate(&state, req.headers()).await {
-            Err(failure) => (failure.tenant, failure.actor, failure.error.into_response()),
+            Err(failure) => {
+                if failure.error.status == StatusCode::UNAUTHORIZED {
+                    facts.action = "auth.failed";
+                }
+                (failure.tenant, failure.actor, failure.error.into_response())
+            }
             Ok(caller) => {
                 let tenant = caller.tenant().cloned();
                 let actor = caller.actor();
@@ -62,7 +68,7 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
                     Ok(()) => {
                         let limited = match &caller {
                             Caller::Tenant(t) => crate::limits::charge(&state, t).await,
-                            Caller::PlatformAdmin => None,
+                            Caller::PlatformAdmin | Caller::PlatformUser(_) => None,
                         };
                         match limited {
                             Some(response) => response,
@@ -88,7 +94,7 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
 /// The permission check proper: the caller's role must hold the permission, and a
 /// tenant-scoped permission needs a tenant credential.
 fn authorize(caller: &Caller, permission: Permission) -> Result<(), ApiError> {
-    if matches!(caller, Caller::PlatformAdmin) && permission.scope() == Scope::Tenant {
+    if caller.is_platform() && permission.scope() == Scope::Tenant {
         return Err(auth::tenant_credential_required());
     }
     if permissions::grants(caller.role(), permission) {

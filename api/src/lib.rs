@@ -20,6 +20,8 @@
 //! - [`hardening`]: header size limits and handler timeouts.
 //! - [`secrets`]: generation and hashing of keys and tokens.
 //! - [`signing`]: the keys that sign messages to agents.
+//! - [`jwt`]: users' access tokens.
+//! - [`passwords`]: argon2id password hashes and TOTP codes.
 //! - [`routes`]: one module per resource, each with its own `router()`.
 //! - [`events`]: task events the API publishes itself (a cancel that takes effect).
 //! - [`event_streams`]: live subscriptions to a tenant's events (`/v1/events/stream`).
@@ -37,9 +39,11 @@ pub mod extract;
 pub mod guard;
 pub mod hardening;
 pub mod http_metrics;
+pub mod jwt;
 pub mod limits;
 pub mod openapi;
 pub mod pagination;
+pub mod passwords;
 pub mod permissions;
 pub mod routes;
 pub mod secrets;

@@ -37,6 +37,10 @@ pub enum Permission {
     AuditRead,
     /// List, add and retire the keys that sign messages to agents.
     SigningKeysManage,
+    /// Create and list users.
+    UsersManage,
+    /// Set up one's own TOTP (users only, not API keys).
+    OwnAccount,
 }
 
 /// Whether a permission acts inside one tenant (a tenant credential is needed) or at
@@ -49,7 +53,7 @@ pub enum Scope {
 }
 
 impl Permission {
-    pub const ALL: [Permission; 20] = [
+    pub const ALL: [Permission; 22] = [
         Permission::TenantsManage,
         Permission::ApiKeysManage,
         Permission::AgentsRead,
@@ -70,6 +74,8 @@ impl Permission {
         Permission::EventsRead,
         Permission::AuditRead,
         Permission::SigningKeysManage,
+        Permission::UsersManage,
+        Permission::OwnAccount,
     ];
 
     /// `tasks:submit`, ...: how errors and the docs name it.
@@ -95,6 +101,8 @@ impl Permission {
             Permission::EventsRead => "events:read",
             Permission::AuditRead => "audit:read",
             Permission::SigningKeysManage => "signing-keys:manage",
+            Permission::UsersManage => "users:manage",
+            Permission::OwnAccount => "own-account",
         }
     }
 
@@ -103,7 +111,9 @@ impl Permission {
             Permission::TenantsManage
             | Permission::ApiKeysManage
             | Permission::AuditRead
-            | Permission::SigningKeysManage => Scope::Any,
+            | Permission::SigningKeysManage
+            | Permission::UsersManage
+            | Permission::OwnAccount => Scope::Any,
             _ => Scope::Tenant,
         }
     }
@@ -114,7 +124,10 @@ pub fn roles_with(p: Permission) -> &'static [Role] {
     use Role::*;
     match p {
         Permission::TenantsManage | Permission::SigningKeysManage => &[PlatformAdmin],
-        Permission::ApiKeysManage | Permission::AuditRead => &[PlatformAdmin, TenantAdmin],
+        Permission::ApiKeysManage | Permission::AuditRead | Permission::UsersManage => {
+            &[PlatformAdmin, TenantAdmin]
+        }
+        Permission::OwnAccount => &[PlatformAdmin, TenantAdmin, Operator, Viewer],
         Permission::SettingsWrite | Permission::IntegrationsManage => &[TenantAdmin],
         Permission::AgentsEnroll
         | Permission::TasksSubmit
@@ -148,6 +161,10 @@ pub enum Open {
     AgentToken,
     /// An HMAC signature of the body (inbound hooks).
     Signature,
+    /// Email, password and TOTP code in the body (login).
+    Password,
+    /// A refresh token in the body.
+    RefreshToken,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -179,6 +196,13 @@ pub const ROUTE_ACCESS: &[(&str, &str, Access)] = &[
         "/v1/signing-keys/{kid}",
         Needs(P::SigningKeysManage),
     ),
+    ("POST", "/v1/users", Needs(P::UsersManage)),
+    ("GET", "/v1/users", Needs(P::UsersManage)),
+    ("POST", "/v1/users/me/totp", Needs(P::OwnAccount)),
+    ("POST", "/v1/users/me/totp/confirm", Needs(P::OwnAccount)),
+    ("POST", "/v1/auth/login", O(Open::Password)),
+    ("POST", "/v1/auth/refresh", O(Open::RefreshToken)),
+    ("POST", "/v1/auth/logout", O(Open::RefreshToken)),
     ("GET", "/v1/dead-letters", Needs(P::DeadLettersRead)),
     ("GET", "/v1/dead-letters/{id}", Needs(P::DeadLettersRead)),
     (
@@ -316,7 +340,8 @@ mod tests {
     fn viewer_changes_nothing_and_operator_manages_no_keys() {
         for (m, p, a) in ROUTE_ACCESS {
             if let Needs(perm) = a {
-                if *m != "GET" {
+                // Its own TOTP is the one thing a viewer changes.
+                if *m != "GET" && *perm != Permission::OwnAccount {
                     assert!(!grants(Role::Viewer, *perm), "viewer may {m} {p}");
                 }
             }

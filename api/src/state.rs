@@ -26,6 +26,8 @@ pub struct Inner {
     pub limits_cache: crate::limits::LimitsCache,
     /// Message signing keys, briefly cached ([`crate::signing`]).
     pub signing: crate::signing::SigningState,
+    /// Access token keys, briefly cached ([`crate::jwt`]).
+    pub jwt: crate::jwt::JwtState,
 }
 
 impl AppState {

@@ -44,6 +44,7 @@ pub mod security;
 pub mod service;
 pub mod state;
 pub mod task;
+pub mod users;
 pub mod version;
 pub mod webhooks;
 
@@ -73,6 +74,11 @@ pub fn json_schemas() -> Vec<(&'static str, schemars::Schema)> {
         ("api-audit-entry", schema_for!(security::AuditEntryView)),
         ("api-audit-verify", schema_for!(security::AuditVerifyReport)),
         ("api-tenant-limits", schema_for!(security::TenantLimits)),
+        ("api-create-user", schema_for!(users::CreateUser)),
+        ("api-user", schema_for!(users::UserView)),
+        ("api-user-created", schema_for!(users::UserCreated)),
+        ("api-login", schema_for!(users::LoginRequest)),
+        ("api-token-pair", schema_for!(users::TokenPair)),
         (
             "api-create-enrollment-token",
             schema_for!(api::CreateEnrollmentToken),

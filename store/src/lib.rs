@@ -27,6 +27,7 @@
 //! - [`audit`]: the hash-chained, append-only audit log.
 //! - [`limits`]: tenant rate limits and quotas.
 //! - [`signing_keys`]: the Ed25519 keys that sign messages to agents.
+//! - [`users`]: users, login sessions and the keys that sign access tokens.
 //! - [`auth`]: API keys, enrollment tokens and redeeming one for an agent.
 //! - [`agents`]: agents, their facts and address history.
 //! - [`tasks`]: task records, submission, reads and listing.
@@ -71,6 +72,7 @@ pub mod task_results;
 pub mod tasks;
 pub mod tenants;
 pub mod transitions;
+pub mod users;
 pub mod webhooks;
 
 pub use agents::{AddressChangeRecord, AgentFacts, AgentRecord, NewAgent};
@@ -92,6 +94,7 @@ pub use task_results::RetryDecision;
 pub use tasks::{Inserted, TaskFilter, TaskRecord};
 pub use tenants::{Tenant, TenantCtx};
 pub use transitions::{Transition, TransitionOutcome};
+pub use users::{JwtKeyRecord, NewUser, UserRecord, UserRepo};
 pub use webhooks::{
     AttemptOutcome, DeliveryRecord, DueDelivery, NewEvent, NextStep, WebhookRecord, WebhookRepo,
 };
@@ -114,6 +117,7 @@ pub trait Store:
     + AuditRepo
     + LimitsRepo
     + SigningKeyRepo
+    + UserRepo
     + Send
     + Sync
 {

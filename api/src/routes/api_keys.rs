@@ -46,11 +46,11 @@ async fn target_tenant(
     named: Option<TenantName>,
 ) -> ApiResult<TenantCtx> {
     match (caller, named) {
-        (Caller::PlatformAdmin, None) => Err(ApiError::invalid(
+        (Caller::PlatformAdmin | Caller::PlatformUser(_), None) => Err(ApiError::invalid(
             "tenant",
             "`tenant` is required when the platform admin manages keys",
         )),
-        (Caller::PlatformAdmin, Some(name)) => Ok(state
+        (Caller::PlatformAdmin | Caller::PlatformUser(_), Some(name)) => Ok(state
             .store
             .get_tenant(&name)
             .await?

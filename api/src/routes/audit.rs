@@ -45,8 +45,8 @@ async fn chain(
             "a tenant key reads its own tenant's audit log only",
         )
         .with_field("tenant")),
-        (Caller::PlatformAdmin, None) => Ok(None),
-        (Caller::PlatformAdmin, Some(n)) => Ok(Some(
+        (Caller::PlatformAdmin | Caller::PlatformUser(_), None) => Ok(None),
+        (Caller::PlatformAdmin | Caller::PlatformUser(_), Some(n)) => Ok(Some(
             state
                 .store
                 .get_tenant(&n)

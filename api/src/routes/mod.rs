@@ -11,10 +11,12 @@ pub mod heartbeat;
 pub mod hooks;
 pub mod integrations;
 pub mod limits;
+pub mod sessions;
 pub mod settings;
 pub mod signing_keys;
 pub mod tasks;
 pub mod tenants;
+pub mod users;
 pub mod webhooks;
 
 use std::sync::Arc;
@@ -43,6 +45,8 @@ pub fn router() -> Router<AppState> {
         .merge(audit::router())
         .merge(limits::router())
         .merge(signing_keys::router())
+        .merge(sessions::router())
+        .merge(users::router())
         // Shared by `/events/stream` and `/tasks/{id}/output`.
         .layer(Extension(Arc::new(EventStreams::default())));
     Router::new()
