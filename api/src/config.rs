@@ -33,6 +33,9 @@ pub struct Config {
     /// Default rate limits and quotas of every tenant (a tenant's own, set with
     /// `PUT /v1/tenants/{name}/limits`, win): `RIS_LIMITS__MAX_AGENTS=50`, ...
     pub limits: ris_schemas::security::TenantLimits,
+    /// Requests a minute from one address to routes whose credential is in the body
+    /// (login, refresh, enrollment, signed hooks), against guessing.
+    pub unauthenticated_per_minute_per_ip: u32,
 }
 
 impl Default for Config {
@@ -48,6 +51,7 @@ impl Default for Config {
             heartbeat_interval_secs: 5,
             presence_ttl_secs: 10,
             limits: crate::limits::defaults(),
+            unauthenticated_per_minute_per_ip: 600,
         }
     }
 }

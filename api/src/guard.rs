@@ -51,7 +51,17 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
                 Open::Signature => "signed-request",
                 Open::Password | Open::RefreshToken => "anonymous",
             };
-            (None, actor.to_owned(), next.run(req).await)
+            // Credentials in the body can be guessed at: limit them per source address.
+            let guessable = !matches!(kind, Open::Public | Open::AgentToken);
+            let limited = match (&facts.source, guessable) {
+                (Some(ip), true) => crate::limits::charge_address(&state, ip).await,
+                _ => None,
+            };
+            let response = match limited {
+                Some(response) => response,
+                None => next.run(req).await,
+            };
+            (None, actor.to_owned(), response)
         }
         Access::Needs(permission) => match auth::authenticate(&state, req.headers()).await {
             Err(failure) => {

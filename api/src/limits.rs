@@ -27,8 +27,8 @@ pub const CACHE_FOR: Duration = Duration::from_secs(5);
 /// tight enough that one tenant cannot starve the others.
 pub fn defaults() -> TenantLimits {
     TenantLimits {
-        requests_per_minute_per_key: Some(6000),
-        requests_per_minute: Some(12000),
+        requests_per_minute_per_key: Some(30_000),
+        requests_per_minute: Some(60_000),
         max_agents: Some(1000),
         max_queued_tasks: Some(10_000),
         max_services: Some(1000),
@@ -76,46 +76,89 @@ pub async fn charge(state: &AppState, caller: &TenantCaller) -> Option<Response>
         Err(e) => return Some(e.into_response()),
     };
     let mut checks = Vec::new();
-    let mut names = Vec::new();
     if let Some(n) = limits.requests_per_minute_per_key {
-        checks.push(Limit {
-            name: format!("key:{}", caller.key_id),
-            per_minute: n,
-            burst: n,
-        });
-        names.push(("requests_per_minute_per_key", n));
+        checks.push((
+            format!("key:{}", caller.key_id),
+            "requests_per_minute_per_key",
+            n,
+        ));
     }
     if let Some(n) = limits.requests_per_minute {
-        checks.push(Limit {
-            name: format!("tenant:{}", caller.tenant.name),
-            per_minute: n,
-            burst: n,
-        });
-        names.push(("requests_per_minute", n));
+        checks.push((
+            format!("tenant:{}", caller.tenant.name),
+            "requests_per_minute",
+            n,
+        ));
     }
+    refuse(state, &checks).await
+}
+
+/// Charges an unauthenticated request (login, refresh, enrollment, signed hook) to
+/// its source address: `Config::unauthenticated_per_minute_per_ip`.
+pub async fn charge_address(state: &AppState, ip: &str) -> Option<Response> {
+    let n = state.config.unauthenticated_per_minute_per_ip;
+    refuse(
+        state,
+        &[(format!("ip:{ip}"), "unauthenticated_per_minute_per_ip", n)],
+    )
+    .await
+}
+
+/// Charges a login attempt to the email it names (`LOGIN_PER_MINUTE`), against
+/// password guessing spread over many addresses.
+pub async fn charge_login(state: &AppState, email: &str) -> Option<Response> {
+    let key = crate::secrets::sha256(email);
+    refuse(
+        state,
+        &[(
+            format!("login:{}", hex::encode(&key[..16])),
+            "login_attempts_per_minute",
+            LOGIN_PER_MINUTE,
+        )],
+    )
+    .await
+}
+
+/// Login attempts per minute for one email.
+pub const LOGIN_PER_MINUTE: u32 = 10;
+
+/// Charges `(key, name, per minute)` limits; the 429 naming the first exhausted one.
+async fn refuse(state: &AppState, limits: &[(String, &'static str, u32)]) -> Option<Response> {
+    let checks: Vec<Limit> = limits
+        .iter()
+        .map(|(key, _, n)| Limit {
+            name: key.clone(),
+            per_minute: *n,
+            burst: *n,
+        })
+        .collect();
     match state.presence.rate_limit(&checks).await {
         Ok(Ok(())) => None,
         Ok(Err(refused)) => {
-            let (name, n) = names.get(refused.limit).copied().unwrap_or(("rate", 0));
-            let secs = refused.retry_after.as_secs_f64().ceil().max(1.0) as u64;
-            metrics::counter!("ris_rate_limited_total", "limit" => name).increment(1);
-            let mut response = ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                format!("rate limit `{name}` ({n} per minute) exceeded; retry after {secs} s"),
-            )
-            .with_field(name)
-            .into_response();
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-            Some(response)
+            let (_, name, n) = limits.get(refused.limit)?;
+            Some(too_many(name, *n, refused.retry_after))
         }
         Err(e) => {
             tracing::warn!(error = %e, "rate limit not checked: redis unavailable");
             None
         }
     }
+}
+
+fn too_many(name: &'static str, n: u32, retry_after: Duration) -> Response {
+    let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+    metrics::counter!("ris_rate_limited_total", "limit" => name).increment(1);
+    let mut response = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        format!("rate limit `{name}` ({n} per minute) exceeded; retry after {secs} s"),
+    )
+    .with_field(name)
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    response
 }
 
 /// A quota a request would exceed, named in `field`: 429 for `max_queued_tasks` (it

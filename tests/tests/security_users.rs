@@ -266,3 +266,30 @@ async fn operator_user_cannot_manage_users_or_keys() {
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn password_guessing_is_rate_limited_per_email() {
+    let system = System::start().await;
+    let t = system.tenant().await;
+    let (email, _) = create_user(&system, &t, "viewer").await;
+    let guess = json!({ "email": email, "password": "not the password at all" });
+    let mut refused = None;
+    for _ in 0..15 {
+        let (status, body) = post(&system, "/v1/auth/login", guess.clone()).await;
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            refused = Some(body);
+            break;
+        }
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    }
+    let body = refused.expect("no 429 within 15 guesses");
+    assert_eq!(body["field"], "login_attempts_per_minute", "{body}");
+    // Even the right password waits now.
+    let (status, _) = post(
+        &system,
+        "/v1/auth/login",
+        json!({ "email": email, "password": "correct horse battery" }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+}

@@ -66,6 +66,9 @@ async fn pair(
 
 #[tracing::instrument(skip_all)]
 async fn login(State(state): State<AppState>, ValidJson(req): ValidJson<LoginRequest>) -> Response {
+    if let Some(refused) = crate::limits::charge_login(&state, &req.email).await {
+        return note(None, &req.email).attach(refused);
+    }
     let user = match state.store.find_user_by_email(&req.email).await {
         Ok(u) => u,
         Err(e) => return ApiError::from(e).into_response(),
