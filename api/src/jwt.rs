@@ -81,14 +81,18 @@ fn b64json<T: Serialize>(value: &T) -> ApiResult<String> {
     Ok(URL_SAFE_NO_PAD.encode(bytes))
 }
 
-/// A signed access token for the user's session.
-pub async fn issue(state: &AppState, claims: &Claims) -> ApiResult<String> {
-    let candidate = JwtKeyRecord {
+/// A fresh key: random kid and 256-bit secret.
+pub fn new_key() -> JwtKeyRecord {
+    JwtKeyRecord {
         kid: format!("j{}", &crate::secrets::random_secret()[..12]),
         secret: crate::secrets::random_secret().into_bytes(),
         activate_at: Utc::now(),
-    };
-    let key = state.store.current_jwt_key(candidate).await?;
+    }
+}
+
+/// A signed access token for the user's session.
+pub async fn issue(state: &AppState, claims: &Claims) -> ApiResult<String> {
+    let key = state.store.current_jwt_key(new_key()).await?;
     let header = Header {
         alg: "HS256".into(),
         typ: Some("JWT".into()),
@@ -97,6 +101,12 @@ pub async fn issue(state: &AppState, claims: &Claims) -> ApiResult<String> {
     let input = format!("{}.{}", b64json(&header)?, b64json(claims)?);
     let signature = mac(&key.secret, &input)?.finalize().into_bytes();
     Ok(format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature)))
+}
+
+/// Forgets the cached keys (a key was retired here; other instances follow within
+/// [`CACHE_FOR`]).
+pub async fn forget(state: &AppState) {
+    *state.jwt.keys.lock().await = None;
 }
 
 /// Whether a bearer credential looks like a JWT (three dot-separated parts).

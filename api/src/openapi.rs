@@ -23,7 +23,8 @@ use ris_schemas::dead_letters::DeadLetterView;
 use ris_schemas::hooks::{CreateInboundHook, InboundHookView};
 use ris_schemas::integrations::{CreateIntegration, IntegrationCreated, IntegrationView};
 use ris_schemas::security::{
-    ApiKeyView, AuditEntryView, AuditVerifyReport, RotateSigningKey, SigningKeyView, TenantLimits,
+    ApiKeyView, AuditEntryView, AuditVerifyReport, JwtKeyView, RotateSigningKey, SigningKeyView,
+    TenantLimits,
 };
 use ris_schemas::task::TaskRequest;
 use ris_schemas::users::{
@@ -494,6 +495,45 @@ pub const ROUTES: &[Route] = &[
         request: Some(schema::<RefreshRequest>),
         responses: &[(204, Body::Empty)],
         errors: COMMON,
+    },
+    Route {
+        method: Method::Get,
+        path: "/v1/auth/keys",
+        operation_id: "listAccessTokenKeys",
+        summary: "List the keys that sign access tokens (ids only)",
+        tag: "auth",
+        auth: Auth::Admin,
+        query: &[],
+        headers: &[],
+        request: None,
+        responses: &[(200, Body::Json(schema::<Vec<JwtKeyView>>))],
+        errors: COMMON,
+    },
+    Route {
+        method: Method::Post,
+        path: "/v1/auth/keys",
+        operation_id: "addAccessTokenKey",
+        summary: "Rotate: a new key signs access tokens from now on; older ones still verify",
+        tag: "auth",
+        auth: Auth::Admin,
+        query: &[],
+        headers: &[],
+        request: None,
+        responses: &[(201, Body::Json(schema::<JwtKeyView>))],
+        errors: COMMON,
+    },
+    Route {
+        method: Method::Delete,
+        path: "/v1/auth/keys/{kid}",
+        operation_id: "retireAccessTokenKey",
+        summary: "Retire an access token key: tokens it signed stop working",
+        tag: "auth",
+        auth: Auth::Admin,
+        query: &[],
+        headers: &[],
+        request: None,
+        responses: &[(204, Body::Empty)],
+        errors: COMMON_409,
     },
     // audit log
     Route {

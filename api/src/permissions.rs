@@ -35,7 +35,7 @@ pub enum Permission {
     SettingsWrite,
     EventsRead,
     AuditRead,
-    /// List, add and retire the keys that sign messages to agents.
+    /// List, add and retire the keys that sign messages to agents and access tokens.
     SigningKeysManage,
     /// Create and list users.
     UsersManage,
@@ -203,6 +203,9 @@ pub const ROUTE_ACCESS: &[(&str, &str, Access)] = &[
     ("POST", "/v1/auth/login", O(Open::Password)),
     ("POST", "/v1/auth/refresh", O(Open::RefreshToken)),
     ("POST", "/v1/auth/logout", O(Open::RefreshToken)),
+    ("GET", "/v1/auth/keys", Needs(P::SigningKeysManage)),
+    ("POST", "/v1/auth/keys", Needs(P::SigningKeysManage)),
+    ("DELETE", "/v1/auth/keys/{kid}", Needs(P::SigningKeysManage)),
     ("GET", "/v1/dead-letters", Needs(P::DeadLettersRead)),
     ("GET", "/v1/dead-letters/{id}", Needs(P::DeadLettersRead)),
     (

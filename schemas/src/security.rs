@@ -204,3 +204,10 @@ pub struct RotateSigningKey {
     #[serde(default)]
     pub activate_in_secs: Option<u32>,
 }
+
+/// A key that signs users' access tokens (its secret is never shown).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct JwtKeyView {
+    pub kid: String,
+    pub activate_at: DateTime<Utc>,
+}

@@ -131,6 +131,10 @@ pub trait UserRepo: Send + Sync {
     async fn current_jwt_key(&self, candidate: JwtKeyRecord) -> Result<JwtKeyRecord, StoreError>;
     /// Every unretired JWT key.
     async fn jwt_keys(&self) -> Result<Vec<JwtKeyRecord>, StoreError>;
+    /// A new key, signing from now on (older ones keep verifying).
+    async fn add_jwt_key(&self, key: JwtKeyRecord) -> Result<JwtKeyRecord, StoreError>;
+    /// Retires a key: tokens it signed stop working. `false` if unknown or retired.
+    async fn retire_jwt_key(&self, kid: &str) -> Result<bool, StoreError>;
 }
 
 const USER: &str = "SELECT u.id, u.tenant_id, u.email, u.role, u.password_hash, u.totp_secret,
@@ -298,6 +302,29 @@ impl UserRepo for PgStore {
         let key: Option<JwtKeyRecord> = sqlx::query_as(CURRENT).fetch_optional(&mut *tx).await?;
         tx.commit().await?;
         key.ok_or_else(|| StoreError::Corrupt("no JWT key is active yet".into()))
+    }
+
+    async fn add_jwt_key(&self, key: JwtKeyRecord) -> Result<JwtKeyRecord, StoreError> {
+        Ok(sqlx::query_as(
+            "INSERT INTO jwt_keys (kid, secret, activate_at)
+             VALUES ($1, $2, clock_timestamp())
+             RETURNING kid, secret, activate_at",
+        )
+        .bind(&key.kid)
+        .bind(&key.secret)
+        .fetch_one(self.pool())
+        .await?)
+    }
+
+    async fn retire_jwt_key(&self, kid: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE jwt_keys SET retired_at = now() WHERE kid = $1 AND retired_at IS NULL",
+        )
+        .bind(kid)
+        .execute(self.pool())
+        .await?
+        .rows_affected();
+        Ok(done == 1)
     }
 
     async fn jwt_keys(&self) -> Result<Vec<JwtKeyRecord>, StoreError> {

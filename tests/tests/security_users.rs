@@ -293,3 +293,44 @@ async fn password_guessing_is_rate_limited_per_email() {
     .await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
 }
+
+#[tokio::test]
+async fn access_token_keys_rotate_without_logging_anyone_out() {
+    let system = System::start().await;
+    let t = system.tenant().await;
+    let (email, _) = create_user(&system, &t, "viewer").await;
+    let login = json!({ "email": email, "password": "correct horse battery" });
+    let kid_of = |token: &str| -> String {
+        let header = token.split('.').next().unwrap();
+        let v: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).unwrap()).unwrap();
+        v["kid"].as_str().unwrap().to_owned()
+    };
+    let (_, first) = post(&system, "/v1/auth/login", login.clone()).await;
+    let first = first["access_token"].as_str().unwrap().to_owned();
+    let old_kid = kid_of(&first);
+
+    let (status, added) = system.admin(Method::POST, "/v1/auth/keys", None).await;
+    assert_eq!(status, StatusCode::CREATED, "{added}");
+    let new_kid = added["kid"].as_str().unwrap().to_owned();
+    // Tokens of the old key still work; new ones carry the new kid.
+    t.with_key(&first).get("/v1/tasks").await;
+    let (_, second) = post(&system, "/v1/auth/login", login).await;
+    let second = second["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(kid_of(&second), new_kid);
+
+    // The signing key cannot be retired; the old one can, and its tokens stop working.
+    let (status, _) = system
+        .admin(Method::DELETE, &format!("/v1/auth/keys/{new_kid}"), None)
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let (status, _) = system
+        .admin(Method::DELETE, &format!("/v1/auth/keys/{old_kid}"), None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = t
+        .with_key(&first)
+        .request(Method::GET, "/v1/tasks", None)
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    t.with_key(&second).get("/v1/tasks").await;
+}

@@ -46,6 +46,7 @@ pub fn router() -> Router<AppState> {
         .merge(limits::router())
         .merge(signing_keys::router())
         .merge(sessions::router())
+        .merge(sessions::keys_router())
         .merge(users::router())
         // Shared by `/events/stream` and `/tasks/{id}/output`.
         .layer(Extension(Arc::new(EventStreams::default())));

@@ -188,3 +188,58 @@ async fn logout(
     }
     Ok(StatusCode::NO_CONTENT)
 }
+
+/// Access token keys (platform admin): `GET /v1/auth/keys` (kids only), `POST
+/// /v1/auth/keys` (a new key signs from now on; tokens signed with older keys stay
+/// valid), `DELETE /v1/auth/keys/{kid}` (retire: tokens it signed stop working).
+pub fn keys_router() -> Router<AppState> {
+    Router::new()
+        .route("/auth/keys", axum::routing::get(list_keys).post(add_key))
+        .route("/auth/keys/{kid}", axum::routing::delete(retire_key))
+}
+
+async fn list_keys(
+    State(state): State<AppState>,
+    _: crate::auth::PlatformAdmin,
+) -> ApiResult<Json<Vec<ris_schemas::security::JwtKeyView>>> {
+    state.store.current_jwt_key(jwt::new_key()).await?;
+    let keys = state.store.jwt_keys().await?;
+    Ok(Json(keys.iter().map(key_view).collect()))
+}
+
+fn key_view(k: &ris_store::JwtKeyRecord) -> ris_schemas::security::JwtKeyView {
+    ris_schemas::security::JwtKeyView {
+        kid: k.kid.clone(),
+        activate_at: k.activate_at,
+    }
+}
+
+#[tracing::instrument(skip_all)]
+async fn add_key(
+    State(state): State<AppState>,
+    _: crate::auth::PlatformAdmin,
+) -> ApiResult<(StatusCode, Json<ris_schemas::security::JwtKeyView>)> {
+    let key = state.store.add_jwt_key(jwt::new_key()).await?;
+    tracing::info!(kid = %key.kid, "access token key added");
+    Ok((StatusCode::CREATED, Json(key_view(&key))))
+}
+
+#[tracing::instrument(skip_all, fields(kid = %kid))]
+async fn retire_key(
+    State(state): State<AppState>,
+    _: crate::auth::PlatformAdmin,
+    axum::extract::Path(kid): axum::extract::Path<String>,
+) -> ApiResult<StatusCode> {
+    if state.store.current_jwt_key(jwt::new_key()).await?.kid == kid {
+        return Err(ApiError::conflict(
+            "signing_key_in_use",
+            "this key signs now: add a new key first",
+        ));
+    }
+    if !state.store.retire_jwt_key(&kid).await? {
+        return Err(ApiError::not_found("access token key"));
+    }
+    jwt::forget(&state).await;
+    tracing::info!("access token key retired");
+    Ok(StatusCode::NO_CONTENT)
+}
