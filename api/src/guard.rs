@@ -8,6 +8,7 @@ use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use ris_store::TenantCtx;
 
 use crate::audit::{self, AuditNote, RequestFacts};
 use crate::auth::{self, Caller};
@@ -15,7 +16,7 @@ use crate::error::ApiError;
 use crate::permissions::{self, Access, Open, Permission, Scope};
 use crate::state::AppState;
 
-pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let Some(route) = req
         .extensions()
         .get::<MatchedPath>()
@@ -43,55 +44,8 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
         .into_response();
     };
     let (tenant, actor, response) = match access {
-        Access::Open(kind) => {
-            let actor = match kind {
-                Open::Public => "anonymous",
-                Open::EnrollmentToken => "enrollment-token",
-                Open::AgentToken => "agent",
-                Open::Signature => "signed-request",
-                Open::Password | Open::RefreshToken => "anonymous",
-            };
-            // Credentials in the body can be guessed at: limit them per source address.
-            let guessable = !matches!(kind, Open::Public | Open::AgentToken);
-            let limited = match (&facts.source, guessable) {
-                (Some(ip), true) => crate::limits::charge_address(&state, ip).await,
-                _ => None,
-            };
-            let response = match limited {
-                Some(response) => response,
-                None => next.run(req).await,
-            };
-            (None, actor.to_owned(), response)
-        }
-        Access::Needs(permission) => match auth::authenticate(&state, req.headers()).await {
-            Err(failure) => {
-                if failure.error.status == StatusCode::UNAUTHORIZED {
-                    facts.action = "auth.failed";
-                }
-                (failure.tenant, failure.actor, failure.error.into_response())
-            }
-            Ok(caller) => {
-                let tenant = caller.tenant().cloned();
-                let actor = caller.actor();
-                let response = match authorize(&caller, permission) {
-                    Err(e) => e.into_response(),
-                    Ok(()) => {
-                        let limited = match &caller {
-                            Caller::Tenant(t) => crate::limits::charge(&state, t).await,
-                            Caller::PlatformAdmin | Caller::PlatformUser(_) => None,
-                        };
-                        match limited {
-                            Some(response) => response,
-                            None => {
-                                req.extensions_mut().insert(caller);
-                                next.run(req).await
-                            }
-                        }
-                    }
-                };
-                (tenant, actor, response)
-            }
-        },
+        Access::Open(kind) => open(&state, kind, &facts, req, next).await,
+        Access::Needs(permission) => needs(&state, permission, &mut facts, req, next).await,
     };
     let status = response.status();
     if audit::worth_recording(&method, status) {
@@ -99,6 +53,70 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
         audit::record(&state, &facts, tenant, actor, status, note).await;
     }
     response
+}
+
+/// Who the audit entry names, and the answer.
+type Outcome = (Option<TenantCtx>, String, Response);
+
+/// A route whose handler checks its own credential (or none).
+async fn open(
+    state: &AppState,
+    kind: Open,
+    facts: &RequestFacts,
+    req: Request,
+    next: Next,
+) -> Outcome {
+    let actor = match kind {
+        Open::Public | Open::Password | Open::RefreshToken => "anonymous",
+        Open::EnrollmentToken => "enrollment-token",
+        Open::AgentToken => "agent",
+        Open::Signature => "signed-request",
+    };
+    // Credentials in the body can be guessed at: limit them per source address.
+    let guessable = !matches!(kind, Open::Public | Open::AgentToken);
+    let limited = match (&facts.source, guessable) {
+        (Some(ip), true) => crate::limits::charge_address(state, ip).await,
+        _ => None,
+    };
+    let response = match limited {
+        Some(response) => response,
+        None => next.run(req).await,
+    };
+    (None, actor.to_owned(), response)
+}
+
+/// A route that needs `permission`: authenticate, authorize, rate limit, then run it
+/// with the [`Caller`] in the request's extensions.
+async fn needs(
+    state: &AppState,
+    permission: Permission,
+    facts: &mut RequestFacts,
+    mut req: Request,
+    next: Next,
+) -> Outcome {
+    let caller = match auth::authenticate(state, req.headers()).await {
+        Ok(caller) => caller,
+        Err(failure) => {
+            if failure.error.status == StatusCode::UNAUTHORIZED {
+                facts.action = "auth.failed";
+            }
+            return (failure.tenant, failure.actor, failure.error.into_response());
+        }
+    };
+    let tenant = caller.tenant().cloned();
+    let actor = caller.actor();
+    if let Err(e) = authorize(&caller, permission) {
+        return (tenant, actor, e.into_response());
+    }
+    let limited = match &caller {
+        Caller::Tenant(t) => crate::limits::charge(state, t).await,
+        Caller::PlatformAdmin | Caller::PlatformUser(_) => None,
+    };
+    if let Some(response) = limited {
+        return (tenant, actor, response);
+    }
+    req.extensions_mut().insert(caller);
+    (tenant, actor, next.run(req).await)
 }
 
 /// The permission check proper: the caller's role must hold the permission, and a
