@@ -28,6 +28,7 @@ use crate::report::Reporter;
 use crate::running::Running;
 use crate::service::forward;
 use crate::service::{ServiceConfig, ServiceError, ServiceManager};
+use crate::trust::Trust;
 use crate::{supervisor, worker};
 
 /// How long the heartbeat and the broker connection get to close at the very end.
@@ -69,6 +70,8 @@ pub(crate) struct Shared {
     pub status_rx: std::sync::Mutex<Option<forward::StatusReceiver>>,
     /// Stops the service reconcilers and the engine probe (after the drain).
     pub services_stop: CancellationToken,
+    /// The keys assignments and control orders must be signed with.
+    pub trust: Trust,
 }
 
 pub struct Agent {
@@ -136,6 +139,11 @@ impl Agent {
             tracker: TaskTracker::new(),
             timings: config.timings,
             state_dir: config.state_dir,
+            trust: Trust::new(
+                identity.enrollment.tenant.clone(),
+                agent_id,
+                &identity.enrollment.signing_keys,
+            ),
             agent_id,
             identity,
         };
@@ -310,5 +318,6 @@ fn heartbeat_config(shared: &Shared) -> HeartbeatConfig {
         capacity: identity.capacity,
         labels: identity.labels.clone(),
         docker: Some(shared.engine.clone()),
+        trust: shared.trust.clone(),
     }
 }

@@ -15,24 +15,36 @@ use ris_schemas::messages::ControlMessage;
 
 use crate::running::Running;
 use crate::service::ServiceManager;
+use crate::trust::Trust;
 
 /// Consumes control messages until the consumer ends; returns why it ended.
 pub async fn consume_control(
     running: Running,
     services: ServiceManager,
+    trust: Trust,
     mut consumer: Consumer,
 ) -> String {
     while let Some(next) = consumer.next().await {
         match next {
-            Ok(delivery) => handle(&running, &services, &delivery).await,
+            Ok(delivery) => handle(&running, &services, &trust, &delivery).await,
             Err(e) => return e.to_string(),
         }
     }
     "control consumer cancelled".to_owned()
 }
 
-async fn handle(running: &Running, services: &ServiceManager, delivery: &Delivery) {
+async fn handle(running: &Running, services: &ServiceManager, trust: &Trust, delivery: &Delivery) {
     match serde_json::from_slice::<ControlMessage>(&delivery.data) {
+        Ok(message) if trust.verify(delivery, &message).is_err() => {
+            tracing::warn!(
+                reason = "bad_signature",
+                "control message not signed by the platform; rejected, not applied"
+            );
+            let options = BasicRejectOptions { requeue: false };
+            if let Err(e) = delivery.acker.reject(options).await {
+                tracing::warn!(error = %e, "control reject failed");
+            }
+        }
         Ok(message) => {
             if let Err(e) = services.handle(&message).await {
                 // Not stored: the dispatcher sends the order again while this agent's

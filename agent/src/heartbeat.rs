@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::docker::Engine;
 use crate::machine::Machine;
 use crate::running::Running;
+use crate::trust::Trust;
 
 /// What the agent can run, as announced in each frame.
 pub const CAPABILITIES: [&str; 3] = ["shell", "http", "noop"];
@@ -44,6 +45,8 @@ pub struct HeartbeatConfig {
     pub labels: Labels,
     /// The Docker engine: `docker` is advertised only while it answers (`None`: never).
     pub docker: Option<Engine>,
+    /// Updated with the signing keys of each reply.
+    pub trust: Trust,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -185,7 +188,7 @@ async fn session(
                         return frame.map_or_else(|| "closed by the API".to_owned(), |f| format!("closed by the API: {}", f.reason));
                     }
                     Some(Ok(Message::Text(text))) => {
-                        if let Some(next) = follow_reply(&text, period) {
+                        if let Some(next) = follow_reply(&text, period, &config.trust) {
                             period = next;
                             ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
                         }
@@ -204,9 +207,10 @@ async fn session(
 }
 
 /// The new period when a reply asks for a different one.
-fn follow_reply(text: &str, period: Duration) -> Option<Duration> {
+fn follow_reply(text: &str, period: Duration, trust: &Trust) -> Option<Duration> {
     match serde_json::from_str::<HeartbeatReply>(text) {
         Ok(reply) => {
+            trust.replace(&reply.signing_keys);
             let asked = Duration::from_secs(u64::from(reply.interval_secs));
             (reply.interval_secs > 0 && asked != period).then_some(asked)
         }

@@ -26,6 +26,7 @@
 //! - [`report`]: publishing results with confirms, falling back to the outbox.
 //! - [`outbox`]: on-disk queue of results that could not be published yet.
 //! - [`heartbeat`]: the WebSocket heartbeat to the API.
+//! - [`trust`]: the platform's signing keys; what the agent believes.
 //! - [`machine`]: hostname, load, memory, disk and addresses of this machine.
 
 pub mod agent;
@@ -46,6 +47,7 @@ pub mod report;
 pub mod running;
 pub mod service;
 pub mod supervisor;
+pub mod trust;
 pub mod worker;
 
 pub use agent::Agent;

@@ -168,7 +168,13 @@ async fn join_worker(worker: &mut Option<JoinHandle<WorkerEnd>>) -> Option<Worke
 /// The control consumer future: runs forever when there is none to run.
 async fn worker_control(shared: &Arc<Shared>, control: (Channel, Consumer)) -> String {
     let (_channel, consumer) = control;
-    crate::control::consume_control(shared.running.clone(), shared.services.clone(), consumer).await
+    crate::control::consume_control(
+        shared.running.clone(),
+        shared.services.clone(),
+        shared.trust.clone(),
+        consumer,
+    )
+    .await
 }
 
 type Consumers = (Option<(Channel, Consumer)>, (Channel, Consumer));

@@ -4,8 +4,10 @@
 //! then ack. From then on the task does not hold its delivery (RabbitMQ's consumer
 //! timeout would kill a long one); the heartbeat is its lease. The task runs spawned,
 //! up to `capacity` at once, and its `finished` report is published or outboxed.
-//! Anything that cannot be parsed, or is meant for another agent, is rejected without
-//! requeue (the queue dead-letters it to `ris.dead`).
+//! Anything that cannot be parsed, is meant for another agent, or is not signed by the
+//! platform for this agent ([`crate::trust`]) is rejected without requeue (the queue
+//! dead-letters it to `ris.dead`; the dispatcher records a signature failure there as
+//! `bad_signature`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -80,6 +82,20 @@ async fn handle(shared: &Arc<Shared>, delivery: Delivery, stop: &CancellationTok
             task_id = %assignment.task_id,
             addressed_to = %assignment.agent_id,
             "assignment for another agent; rejected"
+        );
+        reject(&delivery).await;
+        return;
+    }
+    let signed = shared
+        .trust
+        .verify(&delivery, &AgentMessage::Assign(assignment.clone()));
+    if let Err(e) = signed {
+        tracing::warn!(
+            task_id = %assignment.task_id,
+            attempt = assignment.attempt,
+            reason = "bad_signature",
+            error = %e,
+            "assignment not signed by the platform; rejected, not run"
         );
         reject(&delivery).await;
         return;

@@ -46,6 +46,7 @@ async fn one_frame(mut socket: WebSocket, agent_id: AgentId, frames: Frames) {
                 v: V1,
                 received_at: Utc::now(),
                 interval_secs: 1,
+                signing_keys: Vec::new(),
             };
             let text = serde_json::to_string(&reply).unwrap();
             let _ = socket.send(Message::Text(text.into())).await;
@@ -74,6 +75,7 @@ async fn frames_carry_load_and_the_socket_is_reconnected() {
         capacity: 4,
         labels: common::labels(&[("env", "prod")]),
         docker: None,
+        trust: Default::default(),
     };
     let stop = CancellationToken::new();
     let handle = tokio::spawn(heartbeat::run(
@@ -119,6 +121,7 @@ async fn a_refused_token_keeps_retrying_until_stopped() {
         capacity: 1,
         labels: common::labels(&[]),
         docker: None,
+        trust: Default::default(),
     };
     let stop = CancellationToken::new();
     let handle = tokio::spawn(heartbeat::run(

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::http::HeaderName;
 use axum::Router;
 use ris_broker::Management;
 use ris_presence::Presence;
@@ -17,6 +18,7 @@ use ris_store::PgStore;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
 use crate::config::Config;
@@ -24,8 +26,6 @@ use crate::state::{AppState, Inner, TenantBrokers};
 
 /// Longest a graceful shutdown waits for requests in flight.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-/// Largest request body accepted (a task with a big inline script fits).
-const MAX_BODY: usize = 2 * 1024 * 1024;
 
 pub struct App {
     listener: TcpListener,
@@ -60,6 +60,9 @@ impl App {
             presence,
             management,
             config,
+            limits_cache: Default::default(),
+            signing: Default::default(),
+            jwt: Default::default(),
         });
         Ok(App { listener, state })
     }
@@ -72,7 +75,8 @@ impl App {
         let addr = self.local_addr()?;
         tracing::info!(%addr, "API listening");
         let state = self.state.clone();
-        let server = axum::serve(self.listener, router(self.state))
+        let app = router(self.state).into_make_service_with_connect_info::<SocketAddr>();
+        let server = axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned());
         let mut serving = tokio::spawn(server.into_future());
         let outcome = tokio::select! {
@@ -96,9 +100,18 @@ impl App {
 
 /// The whole HTTP surface, apart from serving (tests call it with `oneshot`).
 pub fn router(state: AppState) -> Router {
+    let request_id = HeaderName::from_static("x-request-id");
     crate::routes::router()
+        .route_layer(axum::middleware::from_fn(crate::hardening::timeout))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::guard::guard,
+        ))
         .route_layer(axum::middleware::from_fn(crate::http_metrics::track))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(TraceLayer::new_for_http())
-        .layer(RequestBodyLimitLayer::new(MAX_BODY))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .layer(RequestBodyLimitLayer::new(crate::hardening::MAX_BODY))
+        .layer(axum::middleware::from_fn(crate::hardening::limit_headers))
         .with_state(state)
 }

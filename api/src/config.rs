@@ -30,6 +30,12 @@ pub struct Config {
     /// Seconds without a heartbeat after which an agent shows offline (the dispatcher
     /// declares it lost `agent_lost_grace_ms` later).
     pub presence_ttl_secs: u32,
+    /// Default rate limits and quotas of every tenant (a tenant's own, set with
+    /// `PUT /v1/tenants/{name}/limits`, win): `RIS_LIMITS__MAX_AGENTS=50`, ...
+    pub limits: ris_schemas::security::TenantLimits,
+    /// Requests a minute from one address to routes whose credential is in the body
+    /// (login, refresh, enrollment, signed hooks), against guessing.
+    pub unauthenticated_per_minute_per_ip: u32,
 }
 
 impl Default for Config {
@@ -44,6 +50,8 @@ impl Default for Config {
             bootstrap_admin_key: None,
             heartbeat_interval_secs: 5,
             presence_ttl_secs: 10,
+            limits: crate::limits::defaults(),
+            unauthenticated_per_minute_per_ip: 600,
         }
     }
 }

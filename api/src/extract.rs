@@ -36,7 +36,11 @@ where
             ));
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            ApiError::new(StatusCode::BAD_REQUEST, "unreadable_body", e.body_text())
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(e.status(), "body_too_large", e.body_text())
+            } else {
+                ApiError::new(StatusCode::BAD_REQUEST, "unreadable_body", e.body_text())
+            }
         })?;
         parse_json(&bytes).map(ValidJson)
     }
@@ -47,6 +51,13 @@ where
 /// A NUL character (`\u0000`) anywhere in a string is refused up front: PostgreSQL
 /// cannot store it in `text` or `jsonb`, and no field of the API has a use for it.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if nesting_depth(bytes) > MAX_JSON_DEPTH {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "json_too_deep",
+            format!("JSON nested deeper than {MAX_JSON_DEPTH} levels"),
+        ));
+    }
     if contains_nul_escape(bytes) {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -79,6 +90,36 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             error.with_field(path)
         }
     })
+}
+
+/// Deepest nesting of objects and arrays accepted in a body. No API body needs more
+/// than a handful of levels; the limit keeps recursive parsing cheap and bounded.
+pub const MAX_JSON_DEPTH: usize = 64;
+
+/// The deepest nesting of `[` and `{` outside strings (the text need not be valid).
+fn nesting_depth(bytes: &[u8]) -> usize {
+    let (mut depth, mut max, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for &b in bytes {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
 }
 
 /// Whether the JSON text holds a `\u0000` escape (a raw NUL byte is a syntax error).
@@ -126,6 +167,18 @@ mod tests {
         assert!(err.message.contains("NUL"), "{err:?}");
         // `\\u0000` is a backslash followed by the text u0000: allowed.
         assert!(parse_json::<serde_json::Value>(br#"{"a":"\\u0000"}"#).is_ok());
+    }
+
+    #[test]
+    fn deep_json_is_refused_by_name() {
+        let deep = format!("{}{}", "[".repeat(65), "]".repeat(65));
+        let err = parse_json::<serde_json::Value>(deep.as_bytes()).unwrap_err();
+        assert_eq!(err.code, "json_too_deep");
+        let ok = format!("{}{}", "[".repeat(64), "]".repeat(64));
+        assert!(parse_json::<serde_json::Value>(ok.as_bytes()).is_ok());
+        // Brackets inside strings do not count.
+        let s = format!("{{\"a\":\"{}\\\"{}\"}}", "[".repeat(100), "{".repeat(100));
+        assert!(parse_json::<serde_json::Value>(s.as_bytes()).is_ok(), "{s}");
     }
 
     #[test]

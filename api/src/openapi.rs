@@ -23,8 +23,16 @@ use ris_schemas::dead_letters::DeadLetterView;
 use ris_schemas::hooks::{CreateInboundHook, InboundHookView};
 use ris_schemas::integrations::{CreateIntegration, IntegrationCreated, IntegrationView};
 use ris_schemas::job::{JobCancelled, JobRequest, JobTargetView, JobView};
+use ris_schemas::security::{
+    ApiKeyView, AuditEntryView, AuditVerifyReport, JwtKeyView, RotateSigningKey, SigningKeyView,
+    TenantLimits,
+};
 use ris_schemas::service::{PutService, ScaleService, ServiceRevision, ServiceView};
 use ris_schemas::task::TaskRequest;
+use ris_schemas::users::{
+    CreateUser, LoginRequest, RefreshRequest, TokenPair, TotpConfirm, TotpEnrollment, UserCreated,
+    UserView,
+};
 use ris_schemas::webhooks::{CreateWebhook, DeliveryView, WebhookView};
 
 use crate::state::AppState;
@@ -177,7 +185,7 @@ const TAIL: Param = Param {
     description: "Last lines per container, 1 to 10000 (default 100).",
     schema: || json!({ "type": "integer", "minimum": 1, "maximum": 10000 }),
 };
-const SINCE: Param = Param {
+const LOG_SINCE: Param = Param {
     name: "since",
     description: "Only lines since this time: unix seconds or RFC 3339.",
     schema: || json!({ "type": "string" }),
@@ -188,6 +196,33 @@ const FOLLOW: Param = Param {
     description:
         "`true`: stream live output until the task ends; `false` (default): the stored output.",
     schema: || json!({ "type": "boolean", "default": false }),
+};
+
+const TENANT: Param = Param {
+    name: "tenant",
+    description: "Platform admin only: the tenant to act on (a tenant key acts on its own).",
+    schema: || json!({ "type": "string" }),
+};
+const AUDIT_ACTION: Param = Param {
+    name: "action",
+    description:
+        "Only entries of this action (an operation id such as `submitTask`, or `auth.failed`).",
+    schema: || json!({ "type": "string" }),
+};
+const AUDIT_ACTOR: Param = Param {
+    name: "actor",
+    description: "Only entries of this actor (`key:<id>`, `platform-admin`, `agent:<id>`, ...).",
+    schema: || json!({ "type": "string" }),
+};
+const SINCE: Param = Param {
+    name: "since",
+    description: "Only entries at or after this RFC 3339 time.",
+    schema: || json!({ "type": "string", "format": "date-time" }),
+};
+const UNTIL: Param = Param {
+    name: "until",
+    description: "Only entries before this RFC 3339 time.",
+    schema: || json!({ "type": "string", "format": "date-time" }),
 };
 
 /// The tag of the probes and of this document.
@@ -298,6 +333,265 @@ pub const ROUTES: &[Route] = &[
         headers: &[],
         request: Some(schema::<CreateApiKey>),
         responses: &[(201, Body::Json(schema::<ApiKeyCreated>))],
+        errors: COMMON_404,
+    },
+    Route {
+        method: Method::Get,
+        path: "/v1/api-keys",
+        operation_id: "listApiKeys",
+        summary: "List a tenant's API keys (never their secrets)",
+        tag: "api-keys",
+        auth: Auth::AdminOrTenant,
+        query: &[TENANT],
+        headers: &[],
+        request: None,
+        responses: &[(200, Body::Json(schema::<Vec<ApiKeyView>>))],
+        errors: COMMON_404,
+    },
+    Route {
+        method: Method::Delete,
+        path: "/v1/api-keys/{id}",
+        operation_id: "revokeApiKey",
+        summary: "Revoke an API key (it gets 401 from now on)",
+        tag: "api-keys",
+        auth: Auth::AdminOrTenant,
+        query: &[TENANT],
+        headers: &[],
+        request: None,
+        responses: &[(204, Body::Empty)],
+        errors: COMMON_404,
+    },
+    // tenant limits (platform admin)
+    Route {
+        method: Method::Get,
+        path: "/v1/tenants/{name}/limits",
+        operation_id: "getTenantLimits",
+        summary: "Show a tenant's own rate limits and quotas (absent: the defaults)",
+        tag: "tenants",
+        auth: Auth::Admin,
+        query: &[],
+        headers: &[],
+        request: None,
+        responses: &[(200, Body::Json(schema::<TenantLimits>))],
+        errors: COMMON_404,
+    },
+    Route {
+        method: Method::Put,
+        path: "/v1/tenants/{name}/limits",
+        operation_id: "setTenantLimits",
+        summary: "Set a tenant's rate limits and quotas",
+        tag: "tenants",
+        auth: Auth::Admin,
+        query: &[],
+        headers: &[],
+        request: Some(schema::<TenantLimits>),
+        responses: &[(200, Body::Json(schema::<TenantLimits>))],
+        errors: COMMON_404,
+    },
+    // message signing keys (platform admin)
+    Route {
+        method: Method::Get,
+        path: "/v1/signing-keys",
+        operation_id: "listSigningKeys",
+        summary: "List the keys agents accept on assignments and control messages",
+        tag: "signing-keys",
+        auth: Auth::Admin,
+        query: &[],
+        headers: &[],
+        request: None,
+        responses: &[(200, Body::Json(schema::<Vec<SigningKeyView>>))],
+        errors: COMMON,
+    },
+    Route {
+        method: Method::Post,
+        path: "/v1/signing-keys",
+        operation_id: "addSigningKey",
+        summary: "Rotate: publish a new signing key that activates later",
+        tag: "signing-keys",
+        auth: Auth::Admin,
+        query: &[],
+        headers: &[],
+        request: Some(schema::<RotateSigningKey>),
+        responses: &[(201, Body::Json(schema::<SigningKeyView>))],
+        errors: COMMON,
+    },
+    Route {
+        method: Method::Delete,
+        path: "/v1/signing-keys/{kid}",
+        operation_id: "retireSigningKey",
+        summary: "Retire a signing key that no longer signs (agents stop accepting it)",
+        tag: "signing-keys",
+        auth: Auth::Admin,
+        query: &[],
+        headers: &[],
+        request: None,
+        responses: &[(204, Body::Empty)],
+        errors: COMMON_409,
+    },
+    // users and logins
+    Route {
+        method: Method::Post,
+        path: "/v1/users",
+        operation_id: "createUser",
+        summary: "Create a user (admin roles get TOTP, shown once)",
+        tag: "users",
+        auth: Auth::AdminOrTenant,
+        query: &[],
+        headers: &[],
+        request: Some(schema::<CreateUser>),
+        responses: &[(201, Body::Json(schema::<UserCreated>))],
+        errors: COMMON_409,
+    },
+    Route {
+        method: Method::Get,
+        path: "/v1/users",
+        operation_id: "listUsers",
+        summary: "List a tenant's users (or the platform admins)",
+        tag: "users",
+        auth: Auth::AdminOrTenant,
+        query: &[TENANT],
+        headers: &[],
+        request: None,
+        responses: &[(200, Body::Json(schema::<Vec<UserView>>))],
+        errors: COMMON_404,
+    },
+    Route {
+        method: Method::Post,
+        path: "/v1/users/me/totp",
+        operation_id: "beginTotp",
+        summary: "Set up TOTP for oneself: a new secret (pending until confirmed)",
+        tag: "users",
+        auth: Auth::AdminOrTenant,
+        query: &[],
+        headers: &[],
+        request: None,
+        responses: &[(201, Body::Json(schema::<TotpEnrollment>))],
+        errors: COMMON_404,
+    },
+    Route {
+        method: Method::Post,
+        path: "/v1/users/me/totp/confirm",
+        operation_id: "confirmTotp",
+        summary: "Turn TOTP on with a code from the new secret",
+        tag: "users",
+        auth: Auth::AdminOrTenant,
+        query: &[],
+        headers: &[],
+        request: Some(schema::<TotpConfirm>),
+        responses: &[(204, Body::Empty)],
+        errors: COMMON_409,
+    },
+    Route {
+        method: Method::Post,
+        path: "/v1/auth/login",
+        operation_id: "login",
+        summary: "Log in with email, password and (admins) a TOTP code",
+        tag: "auth",
+        auth: Auth::None,
+        query: &[],
+        headers: &[],
+        request: Some(schema::<LoginRequest>),
+        responses: &[(200, Body::Json(schema::<TokenPair>))],
+        errors: COMMON,
+    },
+    Route {
+        method: Method::Post,
+        path: "/v1/auth/refresh",
+        operation_id: "refreshToken",
+        summary: "Swap a refresh token (once) for a new token pair",
+        tag: "auth",
+        auth: Auth::None,
+        query: &[],
+        headers: &[],
+        request: Some(schema::<RefreshRequest>),
+        responses: &[(200, Body::Json(schema::<TokenPair>))],
+        errors: COMMON,
+    },
+    Route {
+        method: Method::Post,
+        path: "/v1/auth/logout",
+        operation_id: "logout",
+        summary: "End the session: its refresh and access tokens stop working",
+        tag: "auth",
+        auth: Auth::None,
+        query: &[],
+        headers: &[],
+        request: Some(schema::<RefreshRequest>),
+        responses: &[(204, Body::Empty)],
+        errors: COMMON,
+    },
+    Route {
+        method: Method::Get,
+        path: "/v1/auth/keys",
+        operation_id: "listAccessTokenKeys",
+        summary: "List the keys that sign access tokens (ids only)",
+        tag: "auth",
+        auth: Auth::Admin,
+        query: &[],
+        headers: &[],
+        request: None,
+        responses: &[(200, Body::Json(schema::<Vec<JwtKeyView>>))],
+        errors: COMMON,
+    },
+    Route {
+        method: Method::Post,
+        path: "/v1/auth/keys",
+        operation_id: "addAccessTokenKey",
+        summary: "Rotate: a new key signs access tokens from now on; older ones still verify",
+        tag: "auth",
+        auth: Auth::Admin,
+        query: &[],
+        headers: &[],
+        request: None,
+        responses: &[(201, Body::Json(schema::<JwtKeyView>))],
+        errors: COMMON,
+    },
+    Route {
+        method: Method::Delete,
+        path: "/v1/auth/keys/{kid}",
+        operation_id: "retireAccessTokenKey",
+        summary: "Retire an access token key: tokens it signed stop working",
+        tag: "auth",
+        auth: Auth::Admin,
+        query: &[],
+        headers: &[],
+        request: None,
+        responses: &[(204, Body::Empty)],
+        errors: COMMON_409,
+    },
+    // audit log
+    Route {
+        method: Method::Get,
+        path: "/v1/audit",
+        operation_id: "listAudit",
+        summary: "List audit entries, newest first",
+        tag: "audit",
+        auth: Auth::AdminOrTenant,
+        query: &[
+            TENANT,
+            AUDIT_ACTION,
+            AUDIT_ACTOR,
+            SINCE,
+            UNTIL,
+            LIMIT,
+            CURSOR,
+        ],
+        headers: &[],
+        request: None,
+        responses: &[(200, Body::Json(schema::<Page<AuditEntryView>>))],
+        errors: COMMON_404,
+    },
+    Route {
+        method: Method::Get,
+        path: "/v1/audit/verify",
+        operation_id: "verifyAudit",
+        summary: "Recompute the audit hash chain; report the first broken link",
+        tag: "audit",
+        auth: Auth::AdminOrTenant,
+        query: &[TENANT],
+        headers: &[],
+        request: None,
+        responses: &[(200, Body::Json(schema::<AuditVerifyReport>))],
         errors: COMMON_404,
     },
     // dead letters
@@ -687,7 +981,7 @@ pub const ROUTES: &[Route] = &[
         summary: "Container logs, fetched from the agents through the broker",
         tag: "services",
         auth: Auth::Tenant,
-        query: &[LOGS_AGENT_ID, TAIL, SINCE],
+        query: &[LOGS_AGENT_ID, TAIL, LOG_SINCE],
         headers: &[],
         request: None,
         responses: &[(200, Body::Json(schema::<ServiceLogs>))],
@@ -987,7 +1281,9 @@ fn reason(status: u16) -> &'static str {
         403 => "Credentials not allowed here",
         404 => "Not found",
         409 => "Conflict with the current state",
+        413 => "The body is larger than the API accepts",
         415 => "The body is not JSON (`Content-Type: application/json`)",
+        429 => "A rate limit or quota is exhausted (`field` names it; see `Retry-After`)",
         503 => "A dependency (PostgreSQL, Redis, RabbitMQ) is unavailable; retry later",
         504 => "The agents did not answer in time",
         _ => "Response",
@@ -1007,7 +1303,7 @@ fn operation(route: &Route, generator: &mut SchemaGenerator) -> Value {
     for name in path_params(route.path) {
         // `{name}` is a tenant or integration name; every `{id}` and `{delivery_id}` is a
         // UUID (handlers answer 400 `invalid_field` to anything else).
-        let schema = if name == "name" {
+        let schema = if name == "name" || name == "kid" {
             json!({ "type": "string" })
         } else {
             json!({ "type": "string", "format": "uuid" })
@@ -1069,6 +1365,13 @@ fn operation(route: &Route, generator: &mut SchemaGenerator) -> Value {
     // `ValidJson` refuses a body whose Content-Type is not JSON.
     if route.request.is_some() && route.auth != Auth::Signature {
         errors.push(415);
+    }
+    // Routes that need a permission are rate limited (`docs/security.md`).
+    if let Some(crate::permissions::Access::Needs(p)) =
+        crate::permissions::access_of(route.method.as_str(), route.path)
+    {
+        op.insert("x-ris-permission".into(), json!(p.name()));
+        errors.push(429);
     }
     // Every route but the probes and this document reaches PostgreSQL, Redis or RabbitMQ.
     if route.tag != META {

@@ -22,6 +22,12 @@ pub struct Inner {
     pub presence: Presence,
     pub management: Management,
     pub brokers: TenantBrokers,
+    /// Tenants' rate limits and quotas, briefly cached ([`crate::limits`]).
+    pub limits_cache: crate::limits::LimitsCache,
+    /// Message signing keys, briefly cached ([`crate::signing`]).
+    pub signing: crate::signing::SigningState,
+    /// Access token keys, briefly cached ([`crate::jwt`]).
+    pub jwt: crate::jwt::JwtState,
 }
 
 impl AppState {

@@ -33,6 +33,9 @@ pub enum BrokerError {
     /// A name or property longer than AMQP's short-string limit (255 bytes).
     #[error("{field} is {len} bytes long, AMQP allows at most 255")]
     TooLong { field: &'static str, len: usize },
+    /// A message to an agent could not be signed (no signing key available).
+    #[error("signing: {0}")]
+    Signing(String),
 }
 
 /// AMQP reply code ACCESS_REFUSED.

@@ -45,6 +45,7 @@ mod config;
 mod connection;
 mod consumer;
 mod dead_letter;
+pub mod envelope;
 mod error;
 mod events;
 mod integrations;

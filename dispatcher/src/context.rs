@@ -28,6 +28,8 @@ pub struct Inner {
         RwLock<HashMap<uuid::Uuid, (std::time::Instant, Option<ris_schemas::task::RetryPolicy>)>>,
     /// Identifies this process as the holder of leases (the reaper's).
     pub instance: String,
+    /// The key signing messages to agents ([`crate::signing`]).
+    pub signer: ris_broker::envelope::SignerCache,
 }
 
 impl Context {

@@ -52,12 +52,24 @@ pub async fn handle(
     publisher: &Publisher,
     delivery: Delivery,
 ) -> Handled {
-    let letter = parse(
+    let mut letter = parse(
         delivery.routing_key.as_str(),
         &delivery.properties,
         &delivery.data,
         Utc::now(),
     );
+    if let Some(reason) = crate::signing::refused_signature(
+        ctx,
+        &tenant.name,
+        &letter,
+        &delivery.properties,
+        &delivery.data,
+    )
+    .await
+    {
+        tracing::warn!(source_queue = %letter.source_queue, "an agent refused a message with a bad or missing signature");
+        letter.reason = reason.to_owned();
+    }
     let span = tracing::Span::current();
     span.record("source_queue", letter.source_queue.as_str());
     let cause = cause(&delivery.properties, &letter);

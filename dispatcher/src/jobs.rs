@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use futures::StreamExt;
-use ris_broker::{names, PublishOptions, Publisher, AGENTS_EXCHANGE};
+use ris_broker::{names, PublishOptions, Publisher};
 use ris_schemas::event::Event;
 use ris_schemas::ids::AgentId;
 use ris_schemas::job::{JobId, JobState};
@@ -264,14 +264,16 @@ async fn request_stop(
         message_id: Some(format!("{}.cancel", task.id)),
         ..PublishOptions::default()
     };
-    if let Err(err) = publisher
-        .publish_json(
-            AGENTS_EXCHANGE,
-            &names::agent_control_key(agent),
-            &order,
-            opts,
-        )
-        .await
+    if let Err(err) = crate::signing::publish(
+        ctx,
+        publisher,
+        &tenant.name,
+        agent,
+        &names::agent_control_key(agent),
+        &order,
+        opts,
+    )
+    .await
     {
         // The child stays `routing`/`executing`; a lapsed assignment is cancelled when
         // it comes back for placement, a lost agent's attempt is ended by the reaper.

@@ -26,6 +26,7 @@
 //! - [`replies`]: sends a task's final outcome to its submitter's `reply_to` queue.
 //! - [`gauges`]: queue depth and online-agent gauges; task latency histograms.
 //! - [`webhooks`]: signed HTTP deliveries of events to the URLs tenants subscribed.
+//! - [`signing`]: signs messages to agents; spots the ones they refused for it.
 //! - [`retry`]: retries store calls with backoff while a dependency is down.
 //! - [`http`]: `/healthz` and `/metrics`.
 
@@ -44,6 +45,7 @@ pub mod replies;
 pub mod results;
 pub mod retry;
 pub mod services;
+pub mod signing;
 pub mod submit;
 pub mod sweeper;
 pub mod tenants;

@@ -17,7 +17,7 @@ use std::cmp::Ordering;
 
 use chrono::{Duration, Utc};
 use rand::seq::SliceRandom;
-use ris_broker::{names, PublishOptions, Publisher, AGENTS_EXCHANGE};
+use ris_broker::{names, PublishOptions, Publisher};
 use ris_schemas::ids::AgentId;
 use ris_schemas::messages::{AgentMessage, Assignment};
 use ris_schemas::task::{Target, TaskState};
@@ -285,10 +285,10 @@ async fn assign(
         ..PublishOptions::default()
     };
     let step = Step::start();
-    if let Err(err) = publisher
-        .publish_json(AGENTS_EXCHANGE, &agent.to_string(), &message, opts)
-        .await
-    {
+    let key = agent.to_string();
+    let published =
+        crate::signing::publish(ctx, publisher, &tenant.name, agent, &key, &message, opts).await;
+    if let Err(err) = published {
         tracing::warn!(error = %err, queue = %names::agent_queue(agent), "assignment not published; requeueing");
         let retry_in = std::time::Duration::from_secs(1);
         if let Ok(TransitionOutcome::Applied(task)) =

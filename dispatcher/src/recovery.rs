@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use rand::Rng;
-use ris_broker::{names, PublishOptions, Publisher, AGENTS_EXCHANGE};
+use ris_broker::{names, PublishOptions, Publisher};
 use ris_schemas::ids::TaskId;
 use ris_schemas::messages::ControlMessage;
 use ris_schemas::task::{Outcome, RetryOn, RetryPolicy, TaskResult, TaskState};
@@ -135,7 +135,7 @@ pub async fn agent_lost(
     for task in tasks {
         let outcome = match task.state {
             TaskState::Routing => {
-                revoke(publisher, agent.id, &task).await;
+                revoke(ctx, tenant, publisher, agent.id, &task).await;
                 until_ok("requeue_task", &ctx.shutdown, || {
                     ctx.store
                         .requeue_task(tenant, task.id, "agent_lost", Duration::ZERO)
@@ -173,17 +173,23 @@ pub async fn agent_lost(
 /// assignment may already sit in the agent's memory (delivered, waiting for a slot),
 /// beyond the reach of the queue purge. The control queue is not purged, so the order
 /// waits there for the agent.
-async fn revoke(publisher: &Publisher, agent: ris_schemas::ids::AgentId, task: &TaskRecord) {
+async fn revoke(
+    ctx: &Context,
+    tenant: &TenantCtx,
+    publisher: &Publisher,
+    agent: ris_schemas::ids::AgentId,
+    task: &TaskRecord,
+) {
     let order = ControlMessage::Revoke {
         v: V1,
         task_id: task.id,
         attempt: task.attempts,
     };
     let key = names::agent_control_key(agent);
-    if let Err(err) = publisher
-        .publish_json(AGENTS_EXCHANGE, &key, &order, PublishOptions::default())
-        .await
-    {
+    let opts = PublishOptions::default();
+    let sent =
+        crate::signing::publish(ctx, publisher, &tenant.name, agent, &key, &order, opts).await;
+    if let Err(err) = sent {
         tracing::warn!(error = %err, task_id = %task.id, "revoke not sent; the agent may still run the old attempt (its result is fenced)");
     }
 }

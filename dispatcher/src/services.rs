@@ -32,7 +32,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use ris_broker::{names, BrokerError, PublishOptions, Publisher, AGENTS_EXCHANGE};
+use ris_broker::{names, BrokerError, PublishOptions, Publisher};
 use ris_schemas::event::{Event, ServiceEventData};
 use ris_schemas::ids::{AgentId, TenantName};
 use ris_schemas::messages::ServiceStatus;
@@ -119,7 +119,7 @@ async fn sync(ctx: &Context, tenant: &Tenant, publisher: &Publisher) {
         Err(err) => return tracing::warn!(error = %err, "service sync cannot record its steps"),
     };
     tracing::debug!(steps = steps.len(), orders = orders.len(), "service sync");
-    let unsent = publish(publisher, &tenant.name, &orders).await;
+    let unsent = publish(ctx, publisher, &tenant.name, &orders).await;
     if !unsent.is_empty() {
         if let Err(err) = ctx.store.orders_unsent(&tenant_ctx, &unsent).await {
             tracing::warn!(error = %err, "could not mark orders unsent");
@@ -184,6 +184,7 @@ pub fn plan(state: &SyncState, online: &HashSet<AgentId>) -> Vec<SyncStep> {
 /// Publishes orders to the agents' control queues; those that failed for a reason
 /// other than a missing queue are returned.
 pub async fn publish(
+    ctx: &Context,
     publisher: &Publisher,
     tenant: &TenantName,
     orders: &[ServiceOrder],
@@ -194,9 +195,16 @@ pub async fn publish(
             ..PublishOptions::default()
         };
         let key = names::agent_control_key(order.agent_id);
-        let sent = publisher
-            .publish_json(AGENTS_EXCHANGE, &key, &order.message(), opts)
-            .await;
+        let sent = crate::signing::publish(
+            ctx,
+            publisher,
+            tenant,
+            order.agent_id,
+            &key,
+            &order.message(),
+            opts,
+        )
+        .await;
         (order, sent)
     });
     let mut unsent = Vec::new();
@@ -257,7 +265,7 @@ pub async fn report(
                 revision: report.desired_revision,
                 spec: None,
             };
-            publish(publisher, &tenant.name, std::slice::from_ref(&order)).await;
+            publish(ctx, publisher, &tenant.name, std::slice::from_ref(&order)).await;
         }
         StatusOutcome::Stale => tracing::debug!("report older than the stored one; dropped"),
         StatusOutcome::Removed { .. } => {

@@ -14,10 +14,15 @@
 //! - `<p>:inflight:<tenant>:<agent>` — sorted set of task ids scored by expiry (unix ms).
 //! - `<p>:hookreplay:<hook>:<signature>` — a used inbound hook signature, `EX 600`
 //!   ([`Presence::remember_once`]).
+//! - `<p>:rl:key:<id>`, `<p>:rl:tenant:<name>` — GCRA rate limit state
+//!   ([`Presence::rate_limit`]).
 //! - `<p>:lock:<name>` — a lease held by one process (`SET NX PX`), for periodic jobs
 //!   that one instance at a time should run.
 
 use std::time::Duration;
+
+pub mod rate_limit;
+pub use rate_limit::{Limit, Refused};
 
 use chrono::{DateTime, Utc};
 use redis::aio::ConnectionManager;

@@ -51,6 +51,12 @@ pub struct CreateApiKey {
     /// own tenant) when a tenant key creates another.
     #[serde(default)]
     pub tenant: Option<TenantName>,
+    /// `tenant-admin` (default), `operator` or `viewer`.
+    #[serde(default)]
+    pub role: Option<crate::security::Role>,
+    /// When the key stops working; absent for never. Must be in the future.
+    #[serde(default)]
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 /// The key itself is in `key`, shown this once; only its hash is stored.
@@ -61,6 +67,9 @@ pub struct ApiKeyCreated {
     pub tenant: TenantName,
     pub key: String,
     pub created_at: DateTime<Utc>,
+    pub role: crate::security::Role,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -105,6 +114,10 @@ pub struct EnrollResponse {
     /// Bearer token for the heartbeat WebSocket.
     pub heartbeat_token: String,
     pub heartbeat_interval_secs: u32,
+    /// Keys that sign the agent's assignments and control messages; the agent refuses
+    /// anything not signed by one of them. Heartbeat replies carry the current set.
+    #[serde(default)]
+    pub signing_keys: Vec<crate::security::SigningKeyView>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -227,6 +240,10 @@ pub struct TenantSettings {
     /// Retry policy of tasks that do not carry their own; `null` for none.
     #[serde(default)]
     pub retry: Option<crate::task::RetryPolicy>,
+    /// The tenant's rate limits and quotas as they apply (read-only here: the platform
+    /// admin sets them with `PUT /v1/tenants/{name}/limits`; ignored on `PUT`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<crate::security::TenantLimits>,
 }
 
 /// Answer to `POST /v1/tasks/{id}/cancel`: the task as the cancel left it.

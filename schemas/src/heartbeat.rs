@@ -42,4 +42,8 @@ pub struct HeartbeatReply {
     pub received_at: DateTime<Utc>,
     /// Seconds until the next frame is expected.
     pub interval_secs: u32,
+    /// The current signing keys (replaces the agent's set; see `EnrollResponse`).
+    /// Absent from older APIs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signing_keys: Vec<crate::security::SigningKeyView>,
 }

@@ -44,9 +44,11 @@ pub mod rate;
 pub mod replies;
 pub mod result;
 pub mod retry;
+pub mod security;
 pub mod service;
 pub mod state;
 pub mod task;
+pub mod users;
 pub mod version;
 pub mod webhooks;
 
@@ -72,6 +74,15 @@ pub fn json_schemas() -> Vec<(&'static str, schemars::Schema)> {
         ("api-create-tenant", schema_for!(api::CreateTenant)),
         ("api-create-api-key", schema_for!(api::CreateApiKey)),
         ("api-api-key-created", schema_for!(api::ApiKeyCreated)),
+        ("api-api-key", schema_for!(security::ApiKeyView)),
+        ("api-audit-entry", schema_for!(security::AuditEntryView)),
+        ("api-audit-verify", schema_for!(security::AuditVerifyReport)),
+        ("api-tenant-limits", schema_for!(security::TenantLimits)),
+        ("api-create-user", schema_for!(users::CreateUser)),
+        ("api-user", schema_for!(users::UserView)),
+        ("api-user-created", schema_for!(users::UserCreated)),
+        ("api-login", schema_for!(users::LoginRequest)),
+        ("api-token-pair", schema_for!(users::TokenPair)),
         (
             "api-create-enrollment-token",
             schema_for!(api::CreateEnrollmentToken),

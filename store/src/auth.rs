@@ -76,12 +76,13 @@ impl AuthRepo for PgStore {
         name: &str,
         role: &str,
         secret_hash: &[u8],
+        expires_at: Option<DateTime<Utc>>,
     ) -> Result<ApiKeyRecord, StoreError> {
         let mut tx = self.tenant_tx(tenant).await?;
         let row: ApiKeyRow = sqlx::query_as(
             "WITH k AS (
-                 INSERT INTO api_keys (id, tenant_id, name, role, secret_hash)
-                 VALUES ($1, $2, $3, $4, $5)
+                 INSERT INTO api_keys (id, tenant_id, name, role, secret_hash, expires_at)
+                 VALUES ($1, $2, $3, $4, $5, $6)
                  RETURNING id, tenant_id, name, role, secret_hash, created_at, expires_at,
                            revoked_at
              )
@@ -93,6 +94,7 @@ impl AuthRepo for PgStore {
         .bind(name)
         .bind(role)
         .bind(secret_hash)
+        .bind(expires_at)
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -112,6 +114,40 @@ impl AuthRepo for PgStore {
         .fetch_optional(self.pool())
         .await?;
         row.map(ApiKeyRecord::try_from).transpose()
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(tenant = %tenant.name))]
+    async fn list_api_keys(&self, tenant: &TenantCtx) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        let mut tx = self.tenant_tx(tenant).await?;
+        let rows: Vec<ApiKeyRow> = sqlx::query_as(
+            "SELECT k.id, k.tenant_id, k.name, k.role, k.secret_hash, k.created_at,
+                    k.expires_at, k.revoked_at,
+                    t.name AS tenant_name, t.created_at AS tenant_created_at
+             FROM api_keys k JOIN tenants t ON t.id = k.tenant_id
+             WHERE k.tenant_id = $1
+             ORDER BY k.created_at, k.id",
+        )
+        .bind(tenant.id)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        rows.into_iter().map(ApiKeyRecord::try_from).collect()
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(tenant = %tenant.name, api_key_id = %id))]
+    async fn revoke_api_key(&self, tenant: &TenantCtx, id: ApiKeyId) -> Result<bool, StoreError> {
+        let mut tx = self.tenant_tx(tenant).await?;
+        let done = sqlx::query(
+            "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now())
+             WHERE tenant_id = $1 AND id = $2",
+        )
+        .bind(tenant.id)
+        .bind(id.0)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(done == 1)
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(tenant = %tenant.name))]
@@ -137,10 +173,11 @@ impl AuthRepo for PgStore {
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(agent_id = %agent.id, agent = %agent.name))]
-    async fn enroll_agent(
+    async fn enroll_agent_within(
         &self,
         token_hash: &[u8],
         agent: NewAgent,
+        default_max_agents: Option<u32>,
     ) -> Result<(Tenant, AgentRecord), RedeemError> {
         let mut tx = self.pool().begin().await?;
         // The row lock makes concurrent redemptions of one token wait for each other;
@@ -162,6 +199,21 @@ impl AuthRepo for PgStore {
         }
         if token.expired {
             return Err(RedeemError::Expired);
+        }
+        // The quota: the tenant row lock serializes the tenant's enrollments, so two
+        // cannot both take the last place.
+        let (limit, enrolled): (Option<i64>, i64) = sqlx::query_as(
+            "SELECT (limits->>'max_agents')::bigint,
+                    (SELECT count(*) FROM agents WHERE tenant_id = $1)
+             FROM tenants WHERE id = $1 FOR UPDATE",
+        )
+        .bind(token.tenant_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        if let Some(max) = limit.or(default_max_agents.map(i64::from)) {
+            if enrolled >= max {
+                return Err(RedeemError::QuotaExceeded { max });
+            }
         }
         // On a taken name the transaction is dropped (rolled back): the token stays unused.
         let record = insert_agent(&mut tx, token.tenant_id, &agent)

@@ -57,6 +57,9 @@ pub enum RedeemError {
     /// The token stays unused, so the agent may retry under another name.
     #[error("an agent with this name already exists in the tenant")]
     NameTaken,
+    /// The tenant has `max` agents already (quota `max_agents`); the token stays unused.
+    #[error("the tenant has reached its quota of {max} agents")]
+    QuotaExceeded { max: i64 },
     #[error(transparent)]
     Store(#[from] StoreError),
 }

@@ -25,6 +25,10 @@
 //! - [`pg`]: [`PgStore`], its pool, migrations and tenant-scoped transactions.
 //! - [`error`]: [`StoreError`], [`RedeemError`].
 //! - [`tenants`]: tenants and [`TenantCtx`].
+//! - [`audit`]: the hash-chained, append-only audit log.
+//! - [`limits`]: tenant rate limits and quotas.
+//! - [`signing_keys`]: the Ed25519 keys that sign messages to agents.
+//! - [`users`]: users, login sessions and the keys that sign access tokens.
 //! - [`auth`]: API keys, enrollment tokens and redeeming one for an agent.
 //! - [`agents`]: agents, their facts and address history.
 //! - [`tasks`]: task records, submission, reads and listing.
@@ -56,6 +60,7 @@ use ris_schemas::messages::Finished;
 use ris_schemas::task::TaskRequest;
 
 pub mod agents;
+pub mod audit;
 pub mod auth;
 pub mod cancel;
 pub mod cursor;
@@ -64,6 +69,7 @@ pub mod error;
 pub mod inbound_hooks;
 pub mod integrations;
 pub mod jobs;
+pub mod limits;
 pub mod pg;
 pub mod placement;
 pub mod recovery;
@@ -71,14 +77,17 @@ pub mod service_changes;
 pub mod service_instances;
 pub mod service_sync;
 pub mod services;
+pub mod signing_keys;
 pub mod task_events;
 pub mod task_results;
 pub mod tasks;
 pub mod tenants;
 pub mod transitions;
+pub mod users;
 pub mod webhooks;
 
 pub use agents::{AddressChangeRecord, AgentFacts, AgentRecord, NewAgent};
+pub use audit::{AuditFilter, AuditRecord, AuditRepo, NewAuditEntry};
 pub use auth::ApiKeyRecord;
 pub use cancel::CancelOutcome;
 pub use cursor::Cursor;
@@ -89,6 +98,7 @@ pub use integrations::{reply_of, IntegrationRecord, IntegrationRepo, ReplyTarget
 pub use jobs::{
     JobCancel, JobCursor, JobDriving, JobRecord, JobRepo, JobTargetRecord, NewJob, NewTarget,
 };
+pub use limits::LimitsRepo;
 pub use pg::PgStore;
 pub use recovery::{AttemptResult, RecoveryRepo};
 pub use service_instances::{InstanceRecord, StatusOutcome};
@@ -96,12 +106,14 @@ pub use service_sync::{SyncState, SyncStep};
 pub use services::{
     target_matches, ChangeOutcome, ServiceChange, ServiceOrder, ServiceRecord, ServiceRepo,
 };
+pub use signing_keys::{NewSigningKey, SigningKeyRecord, SigningKeyRepo};
 pub use task_events::TaskEventRecord;
 pub use task_results::ResultOutcome;
 pub use task_results::RetryDecision;
 pub use tasks::{Inserted, TaskFilter, TaskRecord};
 pub use tenants::{Tenant, TenantCtx};
 pub use transitions::{Transition, TransitionOutcome};
+pub use users::{JwtKeyRecord, NewUser, UserRecord, UserRepo};
 pub use webhooks::{
     AttemptOutcome, DeliveryRecord, DueDelivery, NewEvent, NextStep, WebhookRecord, WebhookRepo,
 };
@@ -124,6 +136,10 @@ pub trait Store:
     + ServiceRepo
     + JobRepo
     + JobDriving
+    + AuditRepo
+    + LimitsRepo
+    + SigningKeyRepo
+    + UserRepo
     + Send
     + Sync
 {
@@ -153,7 +169,12 @@ pub trait AuthRepo: Send + Sync {
         name: &str,
         role: &str,
         secret_hash: &[u8],
+        expires_at: Option<DateTime<Utc>>,
     ) -> Result<ApiKeyRecord, StoreError>;
+    /// The tenant's keys, oldest first, revoked ones included.
+    async fn list_api_keys(&self, tenant: &TenantCtx) -> Result<Vec<ApiKeyRecord>, StoreError>;
+    /// Sets `revoked_at` (kept if already set). `false` if the tenant has no such key.
+    async fn revoke_api_key(&self, tenant: &TenantCtx, id: ApiKeyId) -> Result<bool, StoreError>;
     /// Cross-tenant lookup by key id (the API then compares the hash in constant time).
     async fn find_api_key(&self, id: ApiKeyId) -> Result<Option<ApiKeyRecord>, StoreError>;
     async fn insert_enrollment_token(
@@ -170,6 +191,17 @@ pub trait AuthRepo: Send + Sync {
         &self,
         token_hash: &[u8],
         agent: NewAgent,
+    ) -> Result<(Tenant, AgentRecord), RedeemError> {
+        self.enroll_agent_within(token_hash, agent, None).await
+    }
+    /// [`AuthRepo::enroll_agent`] under the tenant's `max_agents` quota (its own
+    /// limit, else `default_max_agents`, else none): [`RedeemError::QuotaExceeded`]
+    /// leaves the token unused.
+    async fn enroll_agent_within(
+        &self,
+        token_hash: &[u8],
+        agent: NewAgent,
+        default_max_agents: Option<u32>,
     ) -> Result<(Tenant, AgentRecord), RedeemError>;
 }
 

@@ -1,9 +1,10 @@
 //! [`PgStore`]: the connection pool, migrations and tenant-scoped transactions.
 
+use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Transaction};
 
 use crate::{Store, StoreError, TenantCtx};
@@ -17,15 +18,20 @@ pub struct PgStore {
 /// How long a caller waits for a free connection before the call fails. Short, so a
 /// database outage turns into quick errors (and retries) rather than piled-up requests.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest any one statement may run (a stuck query or lock wait fails instead of
+/// holding a connection forever).
+const STATEMENT_TIMEOUT: &str = "60s";
 
 impl PgStore {
     /// A pool that connects on first use, so a process can start while PostgreSQL is
     /// down; each connection is re-established when it breaks.
     pub fn connect_lazy(database_url: &str, max_connections: u32) -> Result<PgStore, StoreError> {
+        let options = PgConnectOptions::from_str(database_url)?
+            .options([("statement_timeout", STATEMENT_TIMEOUT)]);
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_lazy(database_url)?;
+            .connect_lazy_with(options);
         Ok(PgStore { pool })
     }
 

@@ -155,6 +155,8 @@ pub trait ServiceRepo: Send + Sync {
         tenant: &TenantCtx,
         services: &[ServiceName],
     ) -> Result<Vec<InstanceRecord>, StoreError>;
+    /// Services declared and not deleted (what the `max_services` quota counts).
+    async fn count_services(&self, tenant: &TenantCtx) -> Result<i64, StoreError>;
     /// Newest first, revisions strictly below `before`.
     async fn service_revisions(
         &self,
@@ -293,6 +295,18 @@ impl ServiceRepo for PgStore {
         services: &[ServiceName],
     ) -> Result<Vec<InstanceRecord>, StoreError> {
         crate::service_instances::instances(self, tenant, services).await
+    }
+
+    async fn count_services(&self, tenant: &TenantCtx) -> Result<i64, StoreError> {
+        let mut tx = self.tenant_tx(tenant).await?;
+        let (n,): (i64,) = sqlx::query_as(
+            "SELECT count(*) FROM services WHERE tenant_id = $1 AND deleted_at IS NULL",
+        )
+        .bind(tenant.id)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(n)
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(tenant = %tenant.name, service = %name))]

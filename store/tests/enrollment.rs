@@ -16,7 +16,7 @@ async fn api_keys_are_found_by_id_across_tenants() {
 
     let stored = db
         .store
-        .insert_api_key(&acme.ctx(), id, "ci", "operator", b"secret-hash")
+        .insert_api_key(&acme.ctx(), id, "ci", "operator", b"secret-hash", None)
         .await
         .unwrap();
     assert_eq!(stored.tenant, acme);

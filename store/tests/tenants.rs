@@ -45,7 +45,7 @@ async fn delete_cascades_to_everything_owned() {
     for tenant in [&acme, &keep] {
         let ctx = tenant.ctx();
         db.store
-            .insert_api_key(&ctx, ApiKeyId::new(), "ci", "tenant-admin", b"hash")
+            .insert_api_key(&ctx, ApiKeyId::new(), "ci", "tenant-admin", b"hash", None)
             .await
             .unwrap();
         let token = format!("token-{}", tenant.name);

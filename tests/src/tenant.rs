@@ -147,6 +147,45 @@ impl TenantClient {
         }
     }
 
+    /// The same tenant, acting with another of its keys.
+    pub fn with_key(&self, key: &str) -> TenantClient {
+        TenantClient {
+            key: key.to_owned(),
+            ..self.clone()
+        }
+    }
+
+    /// Creates a key of this tenant with `role` (and `expires_at` if given) using this
+    /// client's key; returns (id, key).
+    pub async fn create_key(&self, role: &str, expires_at: Option<&str>) -> (String, String) {
+        let mut body = json!({ "name": format!("{role}-key"), "role": role });
+        if let Some(at) = expires_at {
+            body["expires_at"] = json!(at);
+        }
+        let (status, resp) = self.request(Method::POST, "/v1/api-keys", Some(body)).await;
+        assert_eq!(status, StatusCode::CREATED, "create {role} key: {resp}");
+        (
+            resp["id"].as_str().expect("id").to_owned(),
+            resp["key"].as_str().expect("key").to_owned(),
+        )
+    }
+
+    /// Enrolls an agent over HTTP only (no agent process): the enrollment response.
+    pub async fn enroll_http(&self, name: &str) -> (StatusCode, Value) {
+        let token = self.enrollment_token().await;
+        self.enroll_with_token(&token, name).await
+    }
+
+    /// `POST /v1/agents/enroll` with `token`.
+    pub async fn enroll_with_token(&self, token: &str, name: &str) -> (StatusCode, Value) {
+        let body = json!({
+            "token": token, "name": name, "capacity": 1,
+            "version": "test", "hostname": "test-host",
+        });
+        self.request(Method::POST, "/v1/agents/enroll", Some(body))
+            .await
+    }
+
     /// The system's workdir (logs, agent state directories).
     pub fn workdir(&self) -> &Path {
         &self.workdir

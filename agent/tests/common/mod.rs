@@ -48,6 +48,7 @@ pub fn enroll_response() -> EnrollResponse {
         },
         heartbeat_token: "hb-token".into(),
         heartbeat_interval_secs: 5,
+        signing_keys: Vec::new(),
     }
 }
 

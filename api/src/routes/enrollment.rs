@@ -5,6 +5,7 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use chrono::{Duration, Utc};
@@ -15,6 +16,7 @@ use ris_schemas::api::{
 use ris_schemas::ids::AgentId;
 use ris_store::{NewAgent, RedeemError};
 
+use crate::audit::AuditNote;
 use crate::auth::TenantCaller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ValidJson;
@@ -95,6 +97,7 @@ fn refused(err: RedeemError) -> ApiError {
             "an agent with this name is already enrolled in the tenant",
         )
         .with_field("name"),
+        RedeemError::QuotaExceeded { max } => crate::limits::quota_exceeded("max_agents", max),
         RedeemError::Store(e) => e.into(),
     }
 }
@@ -103,7 +106,7 @@ fn refused(err: RedeemError) -> ApiError {
 async fn enroll(
     State(state): State<AppState>,
     ValidJson(req): ValidJson<EnrollRequest>,
-) -> ApiResult<(StatusCode, Json<EnrollResponse>)> {
+) -> ApiResult<Response> {
     check_enroll_request(&req)?;
     let agent_id = AgentId::new();
     let heartbeat_token = secrets::new_heartbeat_token();
@@ -119,7 +122,11 @@ async fn enroll(
     };
     let (tenant, agent) = state
         .store
-        .enroll_agent(&secrets::sha256(&req.token), new_agent)
+        .enroll_agent_within(
+            &secrets::sha256(&req.token),
+            new_agent,
+            state.config.limits.max_agents,
+        )
         .await
         .map_err(refused)?;
     let span = tracing::Span::current();
@@ -138,7 +145,13 @@ async fn enroll(
     .await?;
     tracing::info!("agent enrolled");
     let broker = &state.config.broker;
-    Ok((
+    let signing_keys = crate::signing::public_keys(&state).await?;
+    let note = AuditNote {
+        tenant: Some(tenant.ctx()),
+        actor: Some(format!("agent:{agent_id}")),
+        target: Some(format!("agent:{agent_id}")),
+    };
+    let created = (
         StatusCode::CREATED,
         Json(EnrollResponse {
             agent_id,
@@ -158,6 +171,8 @@ async fn enroll(
             tenant: tenant.name,
             heartbeat_token,
             heartbeat_interval_secs: state.config.heartbeat_interval_secs,
+            signing_keys,
         }),
-    ))
+    );
+    Ok(note.attach(created.into_response()))
 }

@@ -103,6 +103,10 @@ async fn session(mut socket: WebSocket, state: AppState, tenant: Tenant, agent: 
             v: V1,
             received_at: Utc::now(),
             interval_secs: state.config.heartbeat_interval_secs,
+            // Rotations reach agents here; without the database the agent keeps its set.
+            signing_keys: crate::signing::public_keys(&state)
+                .await
+                .unwrap_or_default(),
         };
         let Ok(reply) = serde_json::to_string(&reply) else {
             break;

@@ -121,7 +121,7 @@ async fn trigger(
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
-) -> ApiResult<(StatusCode, Json<TaskAccepted>)> {
+) -> ApiResult<axum::response::Response> {
     let id: InboundHookId = parse_param("id", &id)?;
     let (tenant, hook) = state
         .store
@@ -158,13 +158,19 @@ async fn trigger(
     let task = crate::routes::tasks::accept(&state, &tenant, &request, None).await?;
     tracing::Span::current().record("task_id", tracing::field::display(task.id));
     tracing::info!("inbound hook triggered a task");
-    Ok((
+    let note = crate::audit::AuditNote {
+        tenant: Some(tenant),
+        actor: Some(format!("hook:{}", hook.id)),
+        target: Some(format!("task:{}", task.id)),
+    };
+    let accepted = (
         StatusCode::ACCEPTED,
         Json(TaskAccepted {
             id: task.id,
             state: task.state,
         }),
-    ))
+    );
+    Ok(note.attach(axum::response::IntoResponse::into_response(accepted)))
 }
 
 /// Checks `RIS-Signature` against `secret` and the clock; returns the signature (lower

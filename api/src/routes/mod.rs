@@ -2,6 +2,7 @@
 
 pub mod agents;
 pub mod api_keys;
+pub mod audit;
 pub mod dead_letters;
 pub mod enrollment;
 pub mod events;
@@ -10,10 +11,14 @@ pub mod heartbeat;
 pub mod hooks;
 pub mod integrations;
 pub mod jobs;
+pub mod limits;
 pub mod services;
+pub mod sessions;
 pub mod settings;
+pub mod signing_keys;
 pub mod tasks;
 pub mod tenants;
+pub mod users;
 pub mod webhooks;
 
 use std::sync::Arc;
@@ -41,6 +46,12 @@ pub fn router() -> Router<AppState> {
         .merge(settings::router())
         .merge(integrations::router())
         .merge(events::router())
+        .merge(audit::router())
+        .merge(limits::router())
+        .merge(signing_keys::router())
+        .merge(sessions::router())
+        .merge(sessions::keys_router())
+        .merge(users::router())
         // Shared by `/events/stream` and `/tasks/{id}/output`.
         .layer(Extension(Arc::new(EventStreams::default())));
     Router::new()

@@ -73,6 +73,17 @@ async fn declare(
             );
         }
     }
+    let exists = state
+        .store
+        .get_service(&caller.tenant, &name)
+        .await?
+        .is_some_and(|s| s.deleted_at.is_none());
+    if !exists {
+        // Two concurrent creations may both pass: the quota can be exceeded by the
+        // number of racing requests, never by more.
+        let current = state.store.count_services(&caller.tenant).await?;
+        crate::limits::check_services(&state, &caller.tenant, current).await?;
+    }
     let change = ServiceChange::Put {
         target: body.target,
         spec: Box::new(body.spec),

@@ -21,7 +21,8 @@ async fn show(
     caller: TenantCaller,
 ) -> ApiResult<Json<TenantSettings>> {
     let retry = state.store.tenant_default_retry(&caller.tenant).await?;
-    Ok(Json(TenantSettings { retry }))
+    let limits = Some(crate::limits::effective(&state, &caller.tenant).await?);
+    Ok(Json(TenantSettings { retry, limits }))
 }
 
 #[tracing::instrument(skip_all, fields(tenant = %caller.tenant.name))]
@@ -35,5 +36,6 @@ async fn update(
         .set_tenant_default_retry(&caller.tenant, settings.retry.as_ref())
         .await?;
     tracing::info!(retry = ?settings.retry, "tenant settings updated");
-    Ok(Json(settings))
+    let limits = Some(crate::limits::effective(&state, &caller.tenant).await?);
+    Ok(Json(TenantSettings { limits, ..settings }))
 }

@@ -9,6 +9,7 @@
 
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use ris_broker::{PublishOptions, SUBMIT_EXCHANGE};
@@ -20,6 +21,7 @@ use ris_schemas::version::V1;
 use ris_store::{Cursor, Inserted, TaskEventRecord, TaskFilter, TaskRecord, TenantCtx};
 use serde::Deserialize;
 
+use crate::audit::AuditNote;
 use crate::auth::TenantCaller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{parse_param, ValidJson};
@@ -92,7 +94,7 @@ async fn submit(
     caller: TenantCaller,
     headers: HeaderMap,
     ValidJson(request): ValidJson<TaskRequest>,
-) -> ApiResult<(StatusCode, HeaderMap, Json<TaskAccepted>)> {
+) -> ApiResult<Response> {
     let key = idempotency_key(&headers)?;
     let task = accept(&state, &caller.tenant, &request, key.as_deref()).await?;
     tracing::Span::current().record("task_id", tracing::field::display(task.id));
@@ -100,14 +102,15 @@ async fn submit(
     if let Ok(location) = HeaderValue::from_str(&format!("/v1/tasks/{}", task.id)) {
         out.insert(header::LOCATION, location);
     }
-    Ok((
+    let accepted = (
         StatusCode::ACCEPTED,
         out,
         Json(TaskAccepted {
             id: task.id,
             state: task.state,
         }),
-    ))
+    );
+    Ok(AuditNote::target(format!("task:{}", task.id)).attach(accepted.into_response()))
 }
 
 /// Stores a submission as `queued` and publishes it to `ris.submit` (the tail of
@@ -127,6 +130,7 @@ pub(crate) async fn accept(
             );
         }
     }
+    crate::limits::check_queued_tasks(state, tenant).await?;
     let id = TaskId::new();
     let task = match state.store.insert_task(tenant, id, request, key).await? {
         Inserted::New(task) => {

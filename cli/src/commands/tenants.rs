@@ -84,7 +84,15 @@ pub async fn run_api_keys(ctx: &Ctx, cmd: ApiKeysCmd) -> anyhow::Result<ExitCode
     let ApiKeysCmd::Create { name, tenant } = cmd;
     let value = ctx
         .client
-        .post("/v1/api-keys", &CreateApiKey { name, tenant })
+        .post(
+            "/v1/api-keys",
+            &CreateApiKey {
+                name,
+                tenant,
+                role: None,
+                expires_at: None,
+            },
+        )
         .await?;
     if ctx.json {
         ctx.print_json(&value)?;

@@ -6,7 +6,8 @@
 //! sync sends it on its next round instead of waiting out the re-send interval.
 
 use futures::future::join_all;
-use ris_broker::{names, BrokerError, PublishOptions, AGENTS_EXCHANGE};
+use ris_broker::envelope::publish_to_agent;
+use ris_broker::{names, BrokerError, PublishOptions};
 use ris_schemas::event::{Event, ServiceEventData};
 use ris_store::{ServiceOrder, ServiceRecord, TenantCtx};
 
@@ -17,21 +18,36 @@ pub(super) async fn publish(state: &AppState, tenant: &TenantCtx, orders: &[Serv
     if orders.is_empty() {
         return;
     }
+    let signer = match crate::signing::signer(state).await {
+        Ok(signer) => signer,
+        Err(_) => {
+            let err = BrokerError::Signing("no signing key available".into());
+            return unsent(state, tenant, orders.to_vec(), &err).await;
+        }
+    };
     let publisher = match state.brokers.publisher(&tenant.name).await {
         Ok(p) => p,
         Err(err) => return unsent(state, tenant, orders.to_vec(), &err).await,
     };
     let sends = orders.iter().map(|order| {
         let publisher = publisher.clone();
+        let signer = &signer;
         async move {
             let opts = PublishOptions {
                 message_id: Some(order.message_id()),
                 ..PublishOptions::default()
             };
             let key = names::agent_control_key(order.agent_id);
-            let sent = publisher
-                .publish_json(AGENTS_EXCHANGE, &key, &order.message(), opts)
-                .await;
+            let sent = publish_to_agent(
+                &publisher,
+                signer,
+                &tenant.name,
+                order.agent_id,
+                &key,
+                &order.message(),
+                opts,
+            )
+            .await;
             (order, sent)
         }
     });

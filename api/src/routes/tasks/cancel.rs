@@ -14,7 +14,8 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use ris_broker::{names, BrokerError, PublishOptions, AGENTS_EXCHANGE};
+use ris_broker::envelope::publish_to_agent;
+use ris_broker::{names, BrokerError, PublishOptions};
 use ris_schemas::api::TaskCancelled;
 use ris_schemas::ids::{AgentId, TaskId};
 use ris_schemas::messages::ControlMessage;
@@ -104,11 +105,22 @@ async fn tell_agent(
         ..PublishOptions::default()
     };
     let key = names::agent_control_key(agent);
+    let signer = match crate::signing::signer(state).await {
+        Ok(signer) => signer,
+        Err(_) => return Err(BrokerError::Signing("no signing key available".into())),
+    };
     let published = match state.brokers.publisher(&tenant.name).await {
         Ok(publisher) => {
-            publisher
-                .publish_json(AGENTS_EXCHANGE, &key, &message, opts)
-                .await
+            publish_to_agent(
+                &publisher,
+                &signer,
+                &tenant.name,
+                agent,
+                &key,
+                &message,
+                opts,
+            )
+            .await
         }
         Err(err) => Err(err),
     };
