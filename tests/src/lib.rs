@@ -15,6 +15,7 @@
 //! - [`tenant`](TenantClient): a tenant's API client and its agents
 //!   ([`TenantClient::agent_with`], [`AgentProc`]);
 //! - [`wait`](eventually): polling with a deadline;
+//! - [`jobs`]: fleets whose scripts record agent-side runs, for fleet-job tests;
 //! - [`load`]: a load driver and the exactly-once check of fault tests;
 //! - [`services`]: restarting the shared RabbitMQ, PostgreSQL and Redis, with a guard that
 //!   always brings them back;
@@ -25,6 +26,7 @@
 mod cleanup;
 mod cutoff;
 pub mod docker;
+pub mod jobs;
 pub mod load;
 mod process;
 pub mod services;

@@ -6,112 +6,14 @@
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use reqwest::{Method, StatusCode};
-use ris_tests::{eventually, unique, AgentOptions, AgentProc, System, SystemOptions, TenantClient};
+use ris_tests::jobs::{fleet, max_overlap, recording_script, runs, Run};
+use ris_tests::{eventually, unique, System, SystemOptions, TenantClient};
 use serde_json::{json, Value};
-
-/// Enrolls and starts agents `<prefix>-<i>` labelled `fleet=<fleet>`; those for which
-/// `fails(i)` is true run job scripts that fail. Waits until all are online.
-async fn fleet(
-    tenant: &TenantClient,
-    fleet: &str,
-    n: usize,
-    fails: impl Fn(usize) -> bool,
-) -> Vec<AgentProc> {
-    let mut agents = Vec::new();
-    for i in 0..n {
-        let name = format!("{fleet}-{i}");
-        let opts = AgentOptions {
-            labels: vec![format!("fleet={fleet}")],
-            capacity: 2,
-            env: vec![
-                ("RIS_TEST_AGENT".into(), name.clone()),
-                (
-                    "RIS_TEST_FAIL".into(),
-                    if fails(i) { "1" } else { "0" }.into(),
-                ),
-            ],
-            ..AgentOptions::default()
-        };
-        agents.push(tenant.agent_with(&name, opts).await);
-    }
-    for agent in &agents {
-        tenant.wait_online(agent).await;
-    }
-    agents
-}
-
-/// A script that records `start <agent> <ns>` and `stop <agent> <ns>` in `record`,
-/// sleeps `ok_secs` (or `fail_secs` and fails, on failing agents) in between.
-fn recording_script(record: &Path, ok_secs: f64, fail_secs: f64) -> String {
-    let file = record.display();
-    format!(
-        "echo \"start $RIS_TEST_AGENT $(date +%s%N)\" >> {file}; \
-         if [ \"$RIS_TEST_FAIL\" = 1 ]; then sleep {fail_secs}; else sleep {ok_secs}; fi; \
-         echo \"stop $RIS_TEST_AGENT $(date +%s%N)\" >> {file}; \
-         [ \"$RIS_TEST_FAIL\" != 1 ]"
-    )
-}
-
-/// One agent-side run: when the script started and stopped (ns since the epoch).
-#[derive(Debug, Clone)]
-struct Run {
-    agent: String,
-    start: i64,
-    stop: Option<i64>,
-}
-
-/// The runs recorded in `record`, in start order.
-fn runs(record: &Path) -> Vec<Run> {
-    let text = std::fs::read_to_string(record).unwrap_or_default();
-    let mut runs: Vec<Run> = Vec::new();
-    let mut open: HashMap<String, usize> = HashMap::new();
-    for line in text.lines() {
-        let parts: Vec<&str> = line.split_whitespace().collect();
-        let [what, agent, at] = parts[..] else {
-            panic!("bad record line {line:?}")
-        };
-        let at: i64 = at.parse().unwrap();
-        match what {
-            "start" => {
-                open.insert(agent.to_owned(), runs.len());
-                runs.push(Run {
-                    agent: agent.to_owned(),
-                    start: at,
-                    stop: None,
-                });
-            }
-            "stop" => {
-                let i = open.remove(agent).expect("stop without start");
-                runs[i].stop = Some(at);
-            }
-            other => panic!("bad record {other}"),
-        }
-    }
-    runs.sort_by_key(|r| r.start);
-    runs
-}
-
-/// Most runs open at any one moment.
-fn max_overlap(runs: &[Run]) -> usize {
-    let mut edges: Vec<(i64, i32)> = Vec::new();
-    for r in runs {
-        edges.push((r.start, 1));
-        edges.push((r.stop.unwrap_or(i64::MAX), -1));
-    }
-    // At equal times a stop comes before a start.
-    edges.sort();
-    let (mut open, mut most) = (0i32, 0i32);
-    for (_, d) in edges {
-        open += d;
-        most = most.max(open);
-    }
-    most as usize
-}
 
 fn ns(at: &Value) -> i64 {
     at.as_str()
