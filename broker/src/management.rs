@@ -3,6 +3,9 @@
 //! Every mutation is an idempotent PUT or DELETE (a DELETE answered 404 is a success), so
 //! provisioning can be retried from the top after any failure.
 
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
@@ -191,20 +194,43 @@ impl Management {
         check(method, path, resp).await
     }
 
+    /// Sends a request, retrying (three times, 100 ms to 1 s apart) when the broker
+    /// answers 5xx or the connection fails: the management API answers 500 now and then
+    /// under load (e.g. listing users while others are deleted), and every call made
+    /// here is idempotent (GET, PUT of a definition, DELETE).
     async fn request(
         &self,
         method: Method,
         path: &str,
         body: Option<serde_json::Value>,
     ) -> Result<reqwest::Response, BrokerError> {
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .basic_auth(&self.username, Some(&self.password));
-        if let Some(body) = body {
-            req = req.json(&body);
-        }
-        Ok(req.send().await?)
+        let once = || async {
+            let mut req = self
+                .http
+                .request(method.clone(), format!("{}{path}", self.base))
+                .basic_auth(&self.username, Some(&self.password));
+            if let Some(body) = &body {
+                req = req.json(body);
+            }
+            let resp = req.send().await?;
+            if resp.status().is_server_error() {
+                return check(method.clone(), path.to_owned(), resp).await;
+            }
+            Ok(resp)
+        };
+        once.retry(
+            ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(100))
+                .with_max_delay(Duration::from_secs(1))
+                .with_max_times(3),
+        )
+        .when(|err: &BrokerError| match err {
+            BrokerError::Management { status, .. } => *status >= 500,
+            BrokerError::Http(e) => e.is_connect() || e.is_timeout(),
+            _ => false,
+        })
+        .notify(|err, after| tracing::debug!(error = %err, ?after, "management API call retried"))
+        .await
     }
 }
 
