@@ -18,6 +18,7 @@
 //! - [`events`]: task events the API publishes itself (a cancel that takes effect).
 //! - [`event_streams`]: live subscriptions to a tenant's events (`/v1/events/stream`).
 //! - [`http_metrics`]: HTTP request metrics middleware.
+//! - [`tls`]: the HTTPS listener (rustls, TLS 1.2 minimum).
 //! - [`openapi`]: the OpenAPI 3.1 document, served at `/v1/openapi.json`.
 
 pub mod app;
@@ -33,3 +34,4 @@ pub mod pagination;
 pub mod routes;
 pub mod secrets;
 pub mod state;
+pub mod tls;
