@@ -310,5 +310,6 @@ fn heartbeat_config(shared: &Shared) -> HeartbeatConfig {
         capacity: identity.capacity,
         labels: identity.labels.clone(),
         docker: Some(shared.engine.clone()),
+        ca_file: crate::config::ca_file(&shared.state_dir),
     }
 }

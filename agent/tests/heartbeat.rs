@@ -74,6 +74,7 @@ async fn frames_carry_load_and_the_socket_is_reconnected() {
         capacity: 4,
         labels: common::labels(&[("env", "prod")]),
         docker: None,
+        ca_file: None,
     };
     let stop = CancellationToken::new();
     let handle = tokio::spawn(heartbeat::run(
@@ -119,6 +120,7 @@ async fn a_refused_token_keeps_retrying_until_stopped() {
         capacity: 1,
         labels: common::labels(&[]),
         docker: None,
+        ca_file: None,
     };
     let stop = CancellationToken::new();
     let handle = tokio::spawn(heartbeat::run(

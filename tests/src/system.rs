@@ -95,6 +95,10 @@ impl System {
                 "RIS_PRESENCE_TTL_SECS".to_owned(),
                 opts.presence_ttl_secs.to_string(),
             ),
+            // The kit runs the system in plain text (explicitly enabled); tests/tls.rs
+            // covers HTTPS, WSS and AMQPS.
+            ("RIS_INSECURE_HTTP".to_owned(), "true".to_owned()),
+            ("RIS_BROKER__INSECURE_AMQP".to_owned(), "true".to_owned()),
         ];
         env.extend(opts.env.iter().cloned());
         let apis: Vec<ServerProc> = (0..opts.apis.max(1))
