@@ -102,9 +102,7 @@ async fn post_enroll(
     if let Some(tls) = tls {
         builder = builder.use_preconfigured_tls(tls);
     }
-    let client = builder
-        .build()
-        .map_err(transport)?;
+    let client = builder.build().map_err(transport)?;
     let response = client
         .post(&url)
         .json(request)

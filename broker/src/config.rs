@@ -110,7 +110,10 @@ mod tests {
     #[test]
     fn plain_amqp_needs_the_explicit_opt_in() {
         let mut cfg = BrokerConfig::default();
-        assert!(matches!(cfg.check_transport(), Err(BrokerError::PlainAmqp(_))));
+        assert!(matches!(
+            cfg.check_transport(),
+            Err(BrokerError::PlainAmqp(_))
+        ));
         cfg.insecure_amqp = true;
         assert!(cfg.check_transport().is_ok());
         cfg.insecure_amqp = false;

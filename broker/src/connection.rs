@@ -82,15 +82,16 @@ pub async fn connect(
 /// TLS settings for `amqps://`: the configured CA (PEM), else the system's roots.
 /// (lapin's rustls connector offers TLS 1.2 and 1.3 only.)
 async fn tls_config(cfg: &BrokerConfig) -> Result<OwnedTLSConfig, BrokerError> {
-    let cert_chain = match &cfg.ca_file {
-        Some(path) => Some(tokio::fs::read_to_string(path).await.map_err(|source| {
-            BrokerError::CaFile {
-                path: path.clone(),
-                source,
-            }
-        })?),
-        None => None,
-    };
+    let cert_chain =
+        match &cfg.ca_file {
+            Some(path) => Some(tokio::fs::read_to_string(path).await.map_err(|source| {
+                BrokerError::CaFile {
+                    path: path.clone(),
+                    source,
+                }
+            })?),
+            None => None,
+        };
     Ok(OwnedTLSConfig {
         identity: None,
         cert_chain,

@@ -67,7 +67,13 @@ pub fn generate(dir: &Path, hosts: &[String], force: bool) -> Result<Outcome, Tl
     let issuer = Issuer::new(ca_params, ca_key);
 
     let mut names: Vec<String> = LOCAL_NAMES.iter().map(|s| (*s).to_owned()).collect();
-    names.extend(hosts.iter().filter(|h| !names.contains(h)).cloned().collect::<Vec<_>>());
+    names.extend(
+        hosts
+            .iter()
+            .filter(|h| !names.contains(h))
+            .cloned()
+            .collect::<Vec<_>>(),
+    );
     let mut server = CertificateParams::new(names)?;
     server
         .distinguished_name
@@ -114,7 +120,10 @@ mod tests {
     #[test]
     fn generated_certificates_load_and_are_kept() {
         let dir = tempfile_dir();
-        assert_eq!(generate(&dir, &["ris.test".into()], false).unwrap(), Outcome::Created);
+        assert_eq!(
+            generate(&dir, &["ris.test".into()], false).unwrap(),
+            Outcome::Created
+        );
         let before = std::fs::read(dir.join(CA_CERT)).unwrap();
         assert_eq!(generate(&dir, &[], false).unwrap(), Outcome::AlreadyThere);
         assert_eq!(std::fs::read(dir.join(CA_CERT)).unwrap(), before);

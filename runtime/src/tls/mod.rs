@@ -85,8 +85,8 @@ fn provider() -> Arc<CryptoProvider> {
 impl ServerTls {
     /// The rustls server configuration, offering `alpn` (e.g. `http/1.1`).
     pub fn server_config(&self, alpn: &[&[u8]]) -> Result<Arc<ServerConfig>, TlsError> {
-        let builder =
-            ServerConfig::builder_with_provider(provider()).with_protocol_versions(PROTOCOL_VERSIONS)?;
+        let builder = ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(PROTOCOL_VERSIONS)?;
         let builder = match &self.client_ca {
             None => builder.with_no_client_auth(),
             Some(ca) => {
@@ -95,10 +95,12 @@ impl ServerTls {
                 if self.client_auth == ClientAuth::Optional {
                     verifier = verifier.allow_unauthenticated();
                 }
-                let verifier = verifier.build().map_err(|source| TlsError::ClientVerifier {
-                    path: ca.clone(),
-                    source,
-                })?;
+                let verifier = verifier
+                    .build()
+                    .map_err(|source| TlsError::ClientVerifier {
+                        path: ca.clone(),
+                        source,
+                    })?;
                 builder.with_client_cert_verifier(verifier)
             }
         };
@@ -114,6 +116,18 @@ pub fn client_config(ca: &Path) -> Result<ClientConfig, TlsError> {
         .with_protocol_versions(PROTOCOL_VERSIONS)?
         .with_root_certificates(root_store(ca)?)
         .with_no_client_auth())
+}
+
+/// Like [`client_config`], presenting a client certificate (mutual TLS).
+pub fn client_config_with_cert(
+    ca: &Path,
+    cert: &Path,
+    key: &Path,
+) -> Result<ClientConfig, TlsError> {
+    Ok(ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(PROTOCOL_VERSIONS)?
+        .with_root_certificates(root_store(ca)?)
+        .with_client_auth_cert(load_certs(cert)?, load_key(key)?)?)
 }
 
 /// Every certificate in a PEM file; an error when there is none.
