@@ -34,7 +34,17 @@ fi
 [ -s "$RUN/admin-key" ] || (umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$RUN/admin-key")
 export RIS_BOOTSTRAP_ADMIN_KEY
 RIS_BOOTSTRAP_ADMIN_KEY=$(cat "$RUN/admin-key")
-API=http://127.0.0.1:8080
+
+# TLS everywhere: the API's certificate from `risctl dev certs` (rcgen) in .ris/certs,
+# RabbitMQ's TLS listener (5671) with the CA scripts/services.sh made. Clients (curl,
+# risctl, the agent) trust .ris/certs/trust.pem, which holds both CAs.
+DEV_CERTS=${RIS_DEV_CERTS:-/etc/ris/dev-certs}
+"$BIN/risctl" dev certs --out "$RUN/certs" >/dev/null
+cat "$RUN/certs/ca.pem" "$DEV_CERTS/ca.pem" > "$RUN/certs/trust.pem"
+export RIS_TLS__CERT="$RUN/certs/server.pem" RIS_TLS__KEY="$RUN/certs/server-key.pem"
+export RIS_BROKER__AMQP_URL=amqps://127.0.0.1:5671 RIS_BROKER__CA_FILE="$DEV_CERTS/ca.pem"
+export CURL_CA_BUNDLE="$RUN/certs/trust.pem" RIS_CA="$RUN/certs/trust.pem"
+API=https://127.0.0.1:8080
 
 start() { # start <name> <command...>
   local name=$1; shift
@@ -58,12 +68,12 @@ KEY=$(admin -X POST "$API/v1/api-keys" -d '{"name":"dev-up","tenant":"demo"}' | 
 tenant() { curl -fsS -H "Authorization: Bearer $KEY" -H 'content-type: application/json' "$@"; }
 
 AGENT_DIR="$RUN/agent"
-if [ -s "$AGENT_DIR/identity.json" ] && tenant "$API/v1/agents/$(field agent_id < "$AGENT_DIR/identity.json")" >/dev/null 2>&1; then
+if [ -s "$AGENT_DIR/identity.json" ] && [ -s "$AGENT_DIR/ca.pem" ] && tenant "$API/v1/agents/$(field agent_id < "$AGENT_DIR/identity.json")" >/dev/null 2>&1; then
   log "reusing the enrolled local agent"
 else
   log "enrolling a local agent (labels env=dev, site=local)"
   TOKEN=$(tenant -X POST "$API/v1/agents/enrollment-tokens" -d '{"ttl_secs":600}' | field token)
-  "$BIN/ris-agent" enroll --api "$API" --token "$TOKEN" --name "$(hostname)-local" \
+  "$BIN/ris-agent" enroll --api "$API" --ca "$RUN/certs/trust.pem" --token "$TOKEN" --name "$(hostname)-local" \
     --label env=dev --label site=local --state-dir "$AGENT_DIR" --force
 fi
 start agent "$BIN/ris-agent" run --state-dir "$AGENT_DIR"
@@ -106,7 +116,7 @@ $(log "RIS is running.")
   logs         $RUN/logs/
   admin key    $RUN/admin-key     tenant "demo" key: $RUN/demo-key
 
-  export RIS_KEY=\$(cat $RUN/demo-key)
+  export RIS_KEY=\$(cat $RUN/demo-key) CURL_CA_BUNDLE=$RUN/certs/trust.pem RIS_CA=$RUN/certs/trust.pem
   curl -H "Authorization: Bearer \$RIS_KEY" $API/v1/agents
   curl -H "Authorization: Bearer \$RIS_KEY" -H 'content-type: application/json' \\
        -d '{"target":{"selector":"env=dev"},"task":{"kind":"shell","script":"date; uptime"}}' $API/v1/tasks

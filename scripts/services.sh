@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Makes sure the services RIS needs are installed and running on this machine:
 # PostgreSQL (127.0.0.1:5432, user postgres), Redis (127.0.0.1:6379) and RabbitMQ
-# (127.0.0.1:5672, guest/guest) with its management plugin (127.0.0.1:15672), and a
+# (127.0.0.1:5672, guest/guest; AMQPS on 5671 with the development certificates of
+# /etc/ris/dev-certs) with its management plugin (127.0.0.1:15672), and a
 # Docker engine (/var/run/docker.sock) for agents' services and docker tasks; plus the
 # build tools the project expects (mold, the linker named in .cargo/config.toml).
 # Idempotent: a service that already runs is left alone. Needs root (or sudo) only to
@@ -25,6 +26,7 @@ install_missing() {
   command -v curl >/dev/null || pkgs+=(curl)
   command -v psql >/dev/null || pkgs+=(postgresql-client)
   command -v iptables >/dev/null || pkgs+=(iptables)
+  command -v openssl >/dev/null || pkgs+=(openssl)
   command -v mold >/dev/null || pkgs+=(mold)
   command -v dockerd >/dev/null || pkgs+=(docker.io)
   # A static busybox: the root filesystem of the test image (scripts/test-image.sh).
@@ -82,6 +84,66 @@ start_rabbitmq() {
   fi
 }
 
+# Development certificates for the broker's TLS listener (and for anything else on this
+# machine that wants them: the TLS tests trust its ca.pem). Made here with openssl,
+# since this script runs before anything is built; `risctl dev certs --out DIR` (rcgen)
+# makes the same set, and a directory it filled is used as it is.
+DEV_CERTS=${RIS_DEV_CERTS:-/etc/ris/dev-certs}
+
+make_dev_certs() {
+  if as_root test -s "$DEV_CERTS/ca.pem" && as_root test -s "$DEV_CERTS/server.pem" \
+     && as_root test -s "$DEV_CERTS/server-key.pem"; then
+    return 0
+  fi
+  log "making development certificates in $DEV_CERTS"
+  as_root mkdir -p "$DEV_CERTS"
+  as_root bash -euo pipefail -c '
+    cd "$1"; umask 077
+    ec="-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
+    openssl req -x509 -new $ec -keyout ca-key.pem -out ca.pem -days 3650 \
+      -subj "/CN=RIS development CA" \
+      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+    openssl req -new $ec -keyout server-key.pem -out server.csr -subj "/CN=localhost" 2>/dev/null
+    printf "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n" > server.ext
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial \
+      -out server.pem -days 825 -extfile server.ext 2>/dev/null
+    rm -f server.csr server.ext ca.srl
+    chmod 644 ca.pem server.pem
+  ' _ "$DEV_CERTS"
+}
+
+# The broker's TLS listener (5671, TLS 1.2 and 1.3 only). RabbitMQ is restarted only
+# when this changes its configuration, so a second run leaves a running broker alone.
+configure_rabbitmq_tls() {
+  make_dev_certs
+  # RabbitMQ runs as its own user: let it read the server key.
+  if id rabbitmq >/dev/null 2>&1; then
+    as_root chgrp rabbitmq "$DEV_CERTS/server-key.pem"
+    as_root chmod 640 "$DEV_CERTS/server-key.pem"
+    as_root chmod 755 "$DEV_CERTS"
+  fi
+  local conf=/etc/rabbitmq/rabbitmq.conf wanted
+  wanted="listeners.tcp.local = 127.0.0.1:5672
+listeners.ssl.default = 5671
+ssl_options.cacertfile = $DEV_CERTS/ca.pem
+ssl_options.certfile = $DEV_CERTS/server.pem
+ssl_options.keyfile = $DEV_CERTS/server-key.pem
+ssl_options.verify = verify_none
+ssl_options.fail_if_no_peer_cert = false
+ssl_options.versions.1 = tlsv1.3
+ssl_options.versions.2 = tlsv1.2"
+  if [ "$(as_root cat "$conf" 2>/dev/null)" != "$wanted" ]; then
+    log "configuring RabbitMQ's TLS listener on 5671 ($conf)"
+    as_root mkdir -p /etc/rabbitmq
+    printf '%s\n' "$wanted" | as_root tee "$conf" >/dev/null
+    if as_root rabbitmqctl -q status >/dev/null 2>&1; then
+      log "restarting RabbitMQ to load it"
+      as_root rabbitmqctl -q stop >/dev/null
+      for _ in $(seq 60); do as_root rabbitmqctl -q status >/dev/null 2>&1 || break; sleep 1; done
+    fi
+  fi
+}
+
 docker_ok() { docker info >/dev/null 2>&1; }
 
 start_docker() {
@@ -95,6 +157,7 @@ start_docker() {
 install_missing
 start_postgres
 start_redis
+configure_rabbitmq_tls
 start_rabbitmq
 start_docker
-log "PostgreSQL, Redis, RabbitMQ (with management) and dockerd are up"
+log "PostgreSQL, Redis, RabbitMQ (with management, AMQPS on 5671) and dockerd are up"

@@ -319,5 +319,6 @@ fn heartbeat_config(shared: &Shared) -> HeartbeatConfig {
         labels: identity.labels.clone(),
         docker: Some(shared.engine.clone()),
         trust: shared.trust.clone(),
+        ca_file: crate::config::ca_file(&shared.state_dir),
     }
 }

@@ -118,11 +118,25 @@ impl Default for Timings {
     }
 }
 
-/// Broker settings for this agent: the URL from the enrollment, defaults for the rest.
-/// The credentials are passed to `ris_broker::connect` separately.
-pub fn broker_config(identity: &Identity) -> BrokerConfig {
+/// The CA certificate (PEM) the agent trusts for the API and the broker, copied into
+/// the state directory by `ris-agent enroll --ca`.
+pub const CA_FILE: &str = "ca.pem";
+
+/// `<state_dir>/ca.pem` when enrollment saved one (else the system's roots are trusted).
+pub fn ca_file(state_dir: &Path) -> Option<PathBuf> {
+    let path = state_dir.join(CA_FILE);
+    path.is_file().then_some(path)
+}
+
+/// Broker settings for this agent: the URL from the enrollment, the CA from the state
+/// directory, defaults for the rest. The credentials are passed to `ris_broker::connect`
+/// separately. The agent dials the scheme the API handed it (`amqps://` unless the
+/// servers run with `insecure_amqp`).
+pub fn broker_config(identity: &Identity, state_dir: &Path) -> BrokerConfig {
     BrokerConfig {
         amqp_url: identity.enrollment.amqp.url.clone(),
+        ca_file: ca_file(state_dir),
+        insecure_amqp: true,
         ..BrokerConfig::default()
     }
 }

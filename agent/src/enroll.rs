@@ -25,6 +25,9 @@ pub struct EnrollOptions {
     pub state_dir: PathBuf,
     /// Replace an existing identity.
     pub force: bool,
+    /// CA certificate (PEM) the API and the broker must chain to; copied into the state
+    /// directory and trusted from then on. `None`: the system's roots.
+    pub ca: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +44,13 @@ pub enum EnrollError {
     Transport { url: String, error: String },
     #[error("the API answered with an unexpected body: {0}")]
     BadResponse(String),
+    #[error("CA certificate: {0}")]
+    Ca(#[from] ris_runtime::tls::TlsError),
+    #[error("saving the CA certificate to {path}: {source}")]
+    SaveCa {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Enrolls with the API and saves the identity. Refuses to replace an existing identity
@@ -59,7 +69,11 @@ pub async fn enroll(opts: EnrollOptions) -> Result<(Identity, PathBuf), EnrollEr
         version: env!("CARGO_PKG_VERSION").to_owned(),
         hostname: machine::hostname(),
     };
-    let enrollment = post_enroll(&api_url, &request).await?;
+    let tls = match &opts.ca {
+        Some(ca) => Some(ris_runtime::tls::client_config(ca)?),
+        None => None,
+    };
+    let enrollment = post_enroll(&api_url, &request, tls).await?;
     let identity = Identity {
         api_url,
         enrollment,
@@ -67,22 +81,28 @@ pub async fn enroll(opts: EnrollOptions) -> Result<(Identity, PathBuf), EnrollEr
         labels: opts.labels,
     };
     let path = identity.save(&opts.state_dir, opts.force)?;
+    if let Some(ca) = &opts.ca {
+        let dest = opts.state_dir.join(crate::config::CA_FILE);
+        std::fs::copy(ca, &dest).map_err(|source| EnrollError::SaveCa { path: dest, source })?;
+    }
     Ok((identity, path))
 }
 
 async fn post_enroll(
     api_url: &str,
     request: &EnrollRequest,
+    tls: Option<ris_runtime::tls::rustls::ClientConfig>,
 ) -> Result<EnrollResponse, EnrollError> {
     let url = format!("{api_url}/v1/agents/enroll");
     let transport = |e: reqwest::Error| EnrollError::Transport {
         url: url.clone(),
         error: error_chain(&e),
     };
-    let client = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(30))
-        .build()
-        .map_err(transport)?;
+    let mut builder = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30));
+    if let Some(tls) = tls {
+        builder = builder.use_preconfigured_tls(tls);
+    }
+    let client = builder.build().map_err(transport)?;
     let response = client
         .post(&url)
         .json(request)

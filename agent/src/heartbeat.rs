@@ -47,6 +47,8 @@ pub struct HeartbeatConfig {
     pub docker: Option<Engine>,
     /// Updated with the signing keys of each reply.
     pub trust: Trust,
+    /// CA (PEM) a `wss://` API must chain to; `None`: the system's roots.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +59,8 @@ pub enum HeartbeatError {
     Socket(#[from] tokio_tungstenite::tungstenite::Error),
     #[error("connect timed out")]
     Timeout,
+    #[error("{0}")]
+    Tls(#[from] ris_runtime::tls::TlsError),
 }
 
 /// `http://api` → `ws://api/v1/agents/{id}/heartbeat` (and `https` → `wss`).
@@ -141,7 +145,15 @@ async fn connect(config: &HeartbeatConfig) -> Result<Socket, HeartbeatError> {
         .map_err(|_| HeartbeatError::Request("the heartbeat token is not a valid header".into()))?;
     auth.set_sensitive(true);
     request.headers_mut().insert(AUTHORIZATION, auth);
-    match tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(request)).await {
+    let connector = match &config.ca_file {
+        Some(ca) => Some(tokio_tungstenite::Connector::Rustls(std::sync::Arc::new(
+            ris_runtime::tls::client_config(ca)?,
+        ))),
+        None => None,
+    };
+    let connecting =
+        tokio_tungstenite::connect_async_tls_with_config(request, None, false, connector);
+    match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
         Ok(Ok((socket, _response))) => Ok(socket),
         Ok(Err(e)) => Err(e.into()),
         Err(_) => Err(HeartbeatError::Timeout),

@@ -73,6 +73,10 @@ struct EnrollArgs {
     /// Replace an existing identity.
     #[arg(long)]
     force: bool,
+    /// CA certificate (PEM) the API and the broker must chain to (e.g. the `ca.pem` of
+    /// `risctl dev certs`); saved in the state directory. Default: the system's roots.
+    #[arg(long, env = "RIS_AGENT_CA")]
+    ca: Option<PathBuf>,
     #[command(flatten)]
     state: StateDir,
 }
@@ -116,6 +120,7 @@ async fn enroll_cmd(args: EnrollArgs) -> anyhow::Result<()> {
         capacity: args.capacity,
         state_dir: args.state.state_dir,
         force: args.force,
+        ca: args.ca,
     };
     let (identity, path) = enroll::enroll(opts).await?;
     println!(

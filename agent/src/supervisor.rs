@@ -34,7 +34,7 @@ pub(crate) async fn supervise(
     consume_stop: CancellationToken,
     conn_stop: CancellationToken,
 ) {
-    let cfg = broker_config(&shared.identity);
+    let cfg = broker_config(&shared.identity, &shared.state_dir);
     let amqp = &shared.identity.enrollment.amqp;
     let name = format!(
         "ris-agent {} ({})",

@@ -46,6 +46,7 @@ fn options(api_url: &str, state_dir: &std::path::Path, force: bool) -> EnrollOpt
         capacity: 3,
         state_dir: state_dir.to_path_buf(),
         force,
+        ca: None,
     }
 }
 

@@ -76,6 +76,7 @@ async fn frames_carry_load_and_the_socket_is_reconnected() {
         labels: common::labels(&[("env", "prod")]),
         docker: None,
         trust: Default::default(),
+        ca_file: None,
     };
     let stop = CancellationToken::new();
     let handle = tokio::spawn(heartbeat::run(
@@ -122,6 +123,7 @@ async fn a_refused_token_keeps_retrying_until_stopped() {
         labels: common::labels(&[]),
         docker: None,
         trust: Default::default(),
+        ca_file: None,
     };
     let stop = CancellationToken::new();
     let handle = tokio::spawn(heartbeat::run(

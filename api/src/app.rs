@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::extract::connect_info::Connected;
 use axum::http::HeaderName;
+use axum::serve::{IncomingStream, Listener};
 use axum::Router;
 use ris_broker::Management;
 use ris_presence::Presence;
@@ -23,13 +25,20 @@ use tower_http::trace::TraceLayer;
 
 use crate::config::Config;
 use crate::state::{AppState, Inner, TenantBrokers};
+use crate::tls::TlsListener;
 
 /// Longest a graceful shutdown waits for requests in flight.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 pub struct App {
-    listener: TcpListener,
+    listener: Bound,
     state: AppState,
+}
+
+/// The listening socket: HTTPS, or plain HTTP when explicitly allowed.
+enum Bound {
+    Tls(TlsListener),
+    Plain(TcpListener),
 }
 
 impl App {
@@ -51,9 +60,29 @@ impl App {
         .context("connecting to Redis")?;
         let management = Management::new(&config.broker)
             .context("configuring the RabbitMQ management client")?;
-        let listener = TcpListener::bind(config.listen)
+        config
+            .broker
+            .check_transport()
+            .context("checking the broker configuration")?;
+        let tcp = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
+        let listener = match (&config.tls, config.insecure_http) {
+            (Some(tls), _) => {
+                let server = tls
+                    .server_config(&[b"http/1.1"])
+                    .context("loading the TLS certificate")?;
+                Bound::Tls(TlsListener::new(tcp, server).context("starting the TLS listener")?)
+            }
+            (None, true) => {
+                tracing::warn!("serving plain HTTP (insecure_http): for local development only");
+                Bound::Plain(tcp)
+            }
+            (None, false) => anyhow::bail!(
+                "no TLS certificate configured: set tls.cert and tls.key \
+                 (RIS_TLS__CERT, RIS_TLS__KEY), or insecure_http = true for local development"
+            ),
+        };
         let state = AppState::new(Inner {
             brokers: TenantBrokers::new(config.broker.clone()),
             store: Arc::new(store),
@@ -68,17 +97,26 @@ impl App {
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
+        match &self.listener {
+            Bound::Tls(l) => l.local_addr(),
+            Bound::Plain(l) => Listener::local_addr(l),
+        }
     }
 
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let addr = self.local_addr()?;
-        tracing::info!(%addr, "API listening");
         let state = self.state.clone();
-        let app = router(self.state).into_make_service_with_connect_info::<SocketAddr>();
-        let server = axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-        let mut serving = tokio::spawn(server.into_future());
+        let app = router(self.state);
+        let mut serving = match self.listener {
+            Bound::Tls(l) => {
+                tracing::info!(%addr, "API listening (HTTPS)");
+                spawn_server(l, app, &shutdown)
+            }
+            Bound::Plain(l) => {
+                tracing::info!(%addr, "API listening (plain HTTP)");
+                spawn_server(l, app, &shutdown)
+            }
+        };
         let outcome = tokio::select! {
             res = &mut serving => res,
             _ = shutdown.cancelled() => match tokio::time::timeout(SHUTDOWN_GRACE, &mut serving).await {
@@ -95,6 +133,39 @@ impl App {
         outcome
             .context("server task panicked")?
             .context("serving HTTP")
+    }
+}
+
+fn spawn_server<L>(
+    listener: L,
+    app: Router,
+    shutdown: &CancellationToken,
+) -> tokio::task::JoinHandle<std::io::Result<()>>
+where
+    L: Listener<Addr = SocketAddr>,
+    for<'a> PeerAddr: Connected<IncomingStream<'a, L>>,
+{
+    // The peer address reaches handlers (audit, per-address rate limits) as ConnectInfo.
+    let app = app.into_make_service_with_connect_info::<PeerAddr>();
+    let server =
+        axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    tokio::spawn(server.into_future())
+}
+
+/// The client's address, whether it came over TLS or plain TCP (axum only knows how to
+/// take it from a plain `TcpListener`).
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub SocketAddr);
+
+impl Connected<IncomingStream<'_, TcpListener>> for PeerAddr {
+    fn connect_info(stream: IncomingStream<'_, TcpListener>) -> Self {
+        PeerAddr(*stream.remote_addr())
+    }
+}
+
+impl Connected<IncomingStream<'_, crate::tls::TlsListener>> for PeerAddr {
+    fn connect_info(stream: IncomingStream<'_, crate::tls::TlsListener>) -> Self {
+        PeerAddr(*stream.remote_addr())
     }
 }
 

@@ -8,13 +8,19 @@
 use std::net::SocketAddr;
 
 use ris_broker::BrokerConfig;
+use ris_runtime::tls::ServerTls;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
-    /// Address the HTTP server binds.
+    /// Address the server binds (HTTPS, or HTTP with `insecure_http`).
     pub listen: SocketAddr,
+    /// Certificate and key the API serves HTTPS and WSS with (`RIS_TLS__CERT`,
+    /// `RIS_TLS__KEY`); `client_ca` turns on mutual TLS. Required unless `insecure_http`.
+    pub tls: Option<ServerTls>,
+    /// Serve plain HTTP when no `tls` is configured: for local development only.
+    pub insecure_http: bool,
     pub database_url: String,
     /// Connections in the PostgreSQL pool.
     pub database_max_connections: u32,
@@ -42,6 +48,8 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            tls: None,
+            insecure_http: false,
             database_url: "postgres://postgres@127.0.0.1:5432/ris".into(),
             database_max_connections: 16,
             redis_url: "redis://127.0.0.1:6379".into(),

@@ -2,8 +2,6 @@
 //! ([`crate::permissions`]), rate limits ([`crate::limits`]) and the audit log
 //! ([`crate::audit`]). Installed as a route layer, so it knows the matched route.
 
-use std::net::SocketAddr;
-
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
@@ -32,8 +30,8 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
     let mut facts = RequestFacts::new(&method, req.uri().path(), action, req.headers());
     facts.source = req
         .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip().to_string());
+        .get::<ConnectInfo<crate::app::PeerAddr>>()
+        .map(|c| c.0 .0.ip().to_string());
     let Some(access) = permissions::access_of(method.as_str(), &route) else {
         tracing::error!(%method, %route, "route without a line in permissions::ROUTE_ACCESS");
         return ApiError::new(

@@ -26,6 +26,7 @@
 //! - [`events`]: task events the API publishes itself (a cancel that takes effect).
 //! - [`event_streams`]: live subscriptions to a tenant's events (`/v1/events/stream`).
 //! - [`http_metrics`]: HTTP request metrics middleware.
+//! - [`tls`]: the HTTPS listener (rustls, TLS 1.2 minimum).
 //! - [`openapi`]: the OpenAPI 3.1 document, served at `/v1/openapi.json`.
 
 pub mod app;
@@ -49,3 +50,4 @@ pub mod routes;
 pub mod secrets;
 pub mod signing;
 pub mod state;
+pub mod tls;

@@ -1,6 +1,10 @@
 //! Broker settings shared by every component that talks to RabbitMQ.
 
+use std::path::PathBuf;
+
 use serde::{Deserialize, Serialize};
+
+use crate::error::BrokerError;
 
 /// How to reach RabbitMQ (AMQP and management API) as the admin user.
 ///
@@ -27,6 +31,12 @@ pub struct BrokerConfig {
     pub heartbeat_secs: u16,
     /// Bound on opening a connection (lapin's own connect never gives up).
     pub connect_timeout_ms: u64,
+    /// PEM CA certificate(s) an `amqps://` broker's certificate must chain to. Without
+    /// it, the system's trusted roots.
+    pub ca_file: Option<PathBuf>,
+    /// Allow `amqp://` (plain text) URLs: for local development only. Servers refuse to
+    /// start with a plain URL otherwise, see [`BrokerConfig::check_transport`].
+    pub insecure_amqp: bool,
 }
 
 impl Default for BrokerConfig {
@@ -40,6 +50,8 @@ impl Default for BrokerConfig {
             frame_max: None,
             heartbeat_secs: 10,
             connect_timeout_ms: 5000,
+            ca_file: None,
+            insecure_amqp: false,
         }
     }
 }
@@ -48,6 +60,23 @@ impl BrokerConfig {
     /// The AMQP URL agents should dial: `public_amqp_url`, else `amqp_url`.
     pub fn agent_amqp_url(&self) -> &str {
         self.public_amqp_url.as_deref().unwrap_or(&self.amqp_url)
+    }
+
+    /// Fails when `amqp_url` or `public_amqp_url` is plain AMQP and `insecure_amqp`
+    /// does not allow it. Servers call it at start.
+    pub fn check_transport(&self) -> Result<(), BrokerError> {
+        if self.insecure_amqp {
+            return Ok(());
+        }
+        for url in [Some(&self.amqp_url), self.public_amqp_url.as_ref()]
+            .into_iter()
+            .flatten()
+        {
+            if !url.starts_with("amqps://") {
+                return Err(BrokerError::PlainAmqp(url.clone()));
+            }
+        }
+        Ok(())
     }
 
     /// `connect_timeout_ms` as a duration.
@@ -68,6 +97,8 @@ impl std::fmt::Debug for BrokerConfig {
             .field("frame_max", &self.frame_max)
             .field("heartbeat_secs", &self.heartbeat_secs)
             .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .field("ca_file", &self.ca_file)
+            .field("insecure_amqp", &self.insecure_amqp)
             .finish()
     }
 }
@@ -75,6 +106,22 @@ impl std::fmt::Debug for BrokerConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_amqp_needs_the_explicit_opt_in() {
+        let mut cfg = BrokerConfig::default();
+        assert!(matches!(
+            cfg.check_transport(),
+            Err(BrokerError::PlainAmqp(_))
+        ));
+        cfg.insecure_amqp = true;
+        assert!(cfg.check_transport().is_ok());
+        cfg.insecure_amqp = false;
+        cfg.amqp_url = "amqps://127.0.0.1:5671".into();
+        assert!(cfg.check_transport().is_ok());
+        cfg.public_amqp_url = Some("amqp://broker:5672".into());
+        assert!(cfg.check_transport().is_err());
+    }
 
     #[test]
     fn defaults_fill_missing_fields_and_debug_hides_password() {

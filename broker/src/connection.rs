@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
+use lapin::tcp::OwnedTLSConfig;
 use lapin::{Connection, ConnectionProperties};
 use tokio_util::sync::CancellationToken;
 
@@ -68,11 +69,33 @@ pub async fn connect(
     );
     uri.push_str(&format!("&connection_timeout={}", cfg.connect_timeout_ms));
     let props = ConnectionProperties::default().with_connection_name(connection_name.into());
+    let tls = tls_config(cfg).await?;
+    let runtime = lapin::runtime::default_runtime()?;
     let limit = cfg.connect_timeout();
-    match tokio::time::timeout(limit, Connection::connect(&uri, props)).await {
+    let connecting = Connection::connect_with_config(&uri, props, tls, runtime);
+    match tokio::time::timeout(limit, connecting).await {
         Ok(conn) => Ok(conn?),
         Err(_) => Err(BrokerError::Timeout(limit, "connecting to RabbitMQ")),
     }
+}
+
+/// TLS settings for `amqps://`: the configured CA (PEM), else the system's roots.
+/// (lapin's rustls connector offers TLS 1.2 and 1.3 only.)
+async fn tls_config(cfg: &BrokerConfig) -> Result<OwnedTLSConfig, BrokerError> {
+    let cert_chain =
+        match &cfg.ca_file {
+            Some(path) => Some(tokio::fs::read_to_string(path).await.map_err(|source| {
+                BrokerError::CaFile {
+                    path: path.clone(),
+                    source,
+                }
+            })?),
+            None => None,
+        };
+    Ok(OwnedTLSConfig {
+        identity: None,
+        cert_chain,
+    })
 }
 
 /// Same as [`connect`] with the admin credentials from cfg.

@@ -30,6 +30,13 @@ pub enum BrokerError {
     Http(#[from] reqwest::Error),
     #[error("encode: {0}")]
     Encode(#[from] serde_json::Error),
+    #[error("reading the broker CA {path}: {source}")]
+    CaFile {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0} is plain AMQP: use amqps:// (with ca_file), or set insecure_amqp = true for local development")]
+    PlainAmqp(String),
     /// A name or property longer than AMQP's short-string limit (255 bytes).
     #[error("{field} is {len} bytes long, AMQP allows at most 255")]
     TooLong { field: &'static str, len: usize },

@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use anyhow::Context as _;
 use reqwest::{Method, StatusCode};
 use ris_schemas::api::ApiErrorBody;
 use serde::de::DeserializeOwned;
@@ -63,15 +64,25 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(target: Target) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .user_agent(concat!("risctl/", env!("CARGO_PKG_VERSION")))
-            .build()?;
-        let streaming = reqwest::Client::builder()
-            .connect_timeout(REQUEST_TIMEOUT)
-            .user_agent(concat!("risctl/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+    /// A client of `target`, trusting only the CA in `ca` (PEM) when given.
+    pub fn new(target: Target, ca: Option<&std::path::Path>) -> anyhow::Result<Self> {
+        let tls = match ca {
+            Some(ca) => Some(
+                ris_runtime::tls::client_config(ca)
+                    .with_context(|| format!("loading the CA {}", ca.display()))?,
+            ),
+            None => None,
+        };
+        let builder = || {
+            let builder = reqwest::Client::builder()
+                .user_agent(concat!("risctl/", env!("CARGO_PKG_VERSION")));
+            match &tls {
+                Some(tls) => builder.use_preconfigured_tls(tls.clone()),
+                None => builder,
+            }
+        };
+        let http = builder().timeout(REQUEST_TIMEOUT).build()?;
+        let streaming = builder().connect_timeout(REQUEST_TIMEOUT).build()?;
         Ok(Self {
             http,
             streaming,
@@ -233,10 +244,13 @@ mod tests {
     #[tokio::test]
     async fn connection_errors_name_the_url() {
         // Port 9 on localhost: nothing listens (discard is never enabled here).
-        let client = Client::new(Target {
-            api: "http://127.0.0.1:9".into(),
-            key: "k".into(),
-        })
+        let client = Client::new(
+            Target {
+                api: "http://127.0.0.1:9".into(),
+                key: "k".into(),
+            },
+            None,
+        )
         .unwrap();
         let err = client.get("/v1/agents").await.unwrap_err();
         let text = err.to_string();

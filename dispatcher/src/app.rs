@@ -29,6 +29,10 @@ pub struct App {
 impl App {
     pub async fn build(config: Config) -> anyhow::Result<App> {
         let _ = ris_runtime::prometheus();
+        config
+            .broker
+            .check_transport()
+            .context("checking the broker configuration")?;
         let store = PgStore::connect_lazy(&config.database_url, config.database_max_connections)
             .context("configuring the PostgreSQL pool")?;
         ris_runtime::at_startup("postgres", || store.migrate())

@@ -9,6 +9,10 @@
 //! - [`prometheus`]: the process-wide Prometheus recorder behind `/metrics`.
 //! - [`at_startup`]: retries a dependency a process cannot start without (PostgreSQL
 //!   while migrating, Redis), so the processes may start before their dependencies.
+//! - [`tls`]: rustls server and client configurations (TLS 1.2 minimum) and the
+//!   development CA.
+
+pub mod tls;
 
 use std::sync::OnceLock;
 

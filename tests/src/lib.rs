@@ -32,11 +32,13 @@ mod process;
 pub mod services;
 mod system;
 mod tenant;
+pub mod tls;
 mod wait;
 
 pub use cutoff::CutOff;
 pub use system::{System, SystemOptions};
 pub use tenant::{AgentOptions, AgentProc, TenantClient};
+pub use tls::KitTls;
 pub use wait::{eventually, wait_for_task};
 
 /// A short random hex string for unique names.

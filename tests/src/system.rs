@@ -12,6 +12,7 @@ use sqlx::{Connection, Executor, PgConnection};
 use crate::cleanup::cleanup;
 use crate::process::{Launch, ServerProc};
 use crate::tenant::TenantClient;
+use crate::tls::{self, KitTls};
 use crate::wait::eventually;
 
 pub(crate) const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
@@ -35,6 +36,8 @@ pub struct SystemOptions {
     pub presence_ttl_secs: u32,
     /// Extra `RIS_*` variables for both the API and the dispatchers.
     pub env: Vec<(String, String)>,
+    /// Plain text (default, explicitly enabled), or HTTPS/WSS/AMQPS.
+    pub tls: KitTls,
 }
 
 impl Default for SystemOptions {
@@ -45,6 +48,7 @@ impl Default for SystemOptions {
             heartbeat_interval_secs: 1,
             presence_ttl_secs: 4,
             env: Vec::new(),
+            tls: KitTls::Off,
         }
     }
 }
@@ -66,6 +70,9 @@ pub struct System {
     dispatchers: Vec<ServerProc>,
     tenants: std::sync::Mutex<Vec<String>>,
     pub workdir: tempfile::TempDir,
+    /// With TLS: the directory of the API's dev certificates (`ca.pem`, `client.pem`,
+    /// `client-key.pem`, ...) and `trust.pem`, which agents and the kit's client trust.
+    pub certs: Option<std::path::PathBuf>,
 }
 
 impl System {
@@ -96,6 +103,42 @@ impl System {
                 opts.presence_ttl_secs.to_string(),
             ),
         ];
+        let certs = (opts.tls != KitTls::Off).then(|| workdir.path().join("certs"));
+        let (scheme, http) = match &certs {
+            // By default the kit runs the system in plain text, explicitly enabled;
+            // tests/tls.rs runs it with TLS.
+            None => {
+                env.extend([
+                    ("RIS_INSECURE_HTTP".to_owned(), "true".to_owned()),
+                    ("RIS_BROKER__INSECURE_AMQP".to_owned(), "true".to_owned()),
+                ]);
+                ("http", reqwest::Client::new())
+            }
+            Some(dir) => {
+                let trust = tls::make_certs(dir);
+                let path = |f: &str| dir.join(f).to_string_lossy().into_owned();
+                env.extend([
+                    ("RIS_TLS__CERT".to_owned(), path("server.pem")),
+                    ("RIS_TLS__KEY".to_owned(), path("server-key.pem")),
+                    (
+                        "RIS_BROKER__AMQP_URL".to_owned(),
+                        tls::BROKER_AMQPS_URL.to_owned(),
+                    ),
+                    (
+                        "RIS_BROKER__CA_FILE".to_owned(),
+                        tls::broker_ca().to_string_lossy().into_owned(),
+                    ),
+                ]);
+                let identity = if opts.tls == KitTls::Mutual {
+                    env.push(("RIS_TLS__CLIENT_CA".to_owned(), path("ca.pem")));
+                    Some((dir.join("client.pem"), dir.join("client-key.pem")))
+                } else {
+                    None
+                };
+                let identity = identity.as_ref().map(|(c, k)| (c.as_path(), k.as_path()));
+                ("https", tls::https_client(&trust, identity))
+            }
+        };
         env.extend(opts.env.iter().cloned());
         let apis: Vec<ServerProc> = (0..opts.apis.max(1))
             .map(|i| {
@@ -110,7 +153,7 @@ impl System {
                         opts.heartbeat_interval_secs.to_string(),
                     ),
                 ]);
-                ServerProc::start(launch, format!("http://127.0.0.1:{port}/healthz"))
+                ServerProc::start(launch, format!("{scheme}://127.0.0.1:{port}/healthz"))
             })
             .collect();
         let dispatchers = (0..opts.dispatchers)
@@ -135,11 +178,12 @@ impl System {
             admin_key,
             database,
             redis_prefix,
-            http: reqwest::Client::new(),
+            http,
             apis,
             dispatchers,
             tenants: Default::default(),
             workdir,
+            certs,
         };
         for api in &system.apis {
             api.wait_healthy(&system.http, Duration::from_secs(30))
@@ -191,6 +235,7 @@ impl System {
             self.api_url.clone(),
             self.http.clone(),
             self.workdir.path().to_path_buf(),
+            self.certs.as_ref().map(|d| d.join("trust.pem")),
         )
     }
 

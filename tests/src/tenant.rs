@@ -20,6 +20,8 @@ pub struct TenantClient {
     pub api_url: String,
     http: reqwest::Client,
     workdir: PathBuf,
+    /// With TLS: the CA bundle agents enroll with (`RIS_AGENT_CA`).
+    agent_ca: Option<PathBuf>,
 }
 
 /// How to enroll and run an agent ([`TenantClient::agent_with`]).
@@ -137,6 +139,7 @@ impl TenantClient {
         api_url: String,
         http: reqwest::Client,
         workdir: PathBuf,
+        agent_ca: Option<PathBuf>,
     ) -> Self {
         Self {
             name,
@@ -144,6 +147,7 @@ impl TenantClient {
             api_url,
             http,
             workdir,
+            agent_ca,
         }
     }
 
@@ -246,7 +250,12 @@ impl TenantClient {
         name: &str,
         extra: &[&str],
     ) -> (bool, String) {
-        let out = Command::new(bin("ris-agent"))
+        let mut command = Command::new(bin("ris-agent"));
+        if let Some(ca) = &self.agent_ca {
+            // `--ca` among `extra` wins over the variable.
+            command.env("RIS_AGENT_CA", ca);
+        }
+        let out = command
             .arg("enroll")
             .args(["--api", api_url, "--token", token, "--name", name])
             .arg("--state-dir")

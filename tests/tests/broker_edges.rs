@@ -222,3 +222,38 @@ async fn a_result_delivered_twice_is_recorded_once() {
     assert_eq!(events_before, events_after);
     drop(conn.close(200, "done".into()).await);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn agent_credentials_cannot_open_another_tenants_vhost() {
+    let system = System::start().await;
+    let ours = system.tenant().await;
+    let theirs = system.tenant().await;
+    let mut agent = ours.agent("vhost-a", &[], 1).await;
+    agent.kill().await;
+    let amqp = agent.identity()["enrollment"]["amqp"].clone();
+    let (user, password) = (
+        amqp["username"].as_str().unwrap(),
+        amqp["password"].as_str().unwrap(),
+    );
+    // Its own vhost: allowed.
+    let own = ris_broker::connect(
+        &BrokerConfig::default(),
+        amqp["vhost"].as_str().unwrap(),
+        user,
+        password,
+        "e2e own vhost",
+    )
+    .await
+    .expect("an agent may open its tenant's vhost");
+    drop(own.close(200, "done".into()).await);
+    // Another tenant's vhost, and the default one: refused.
+    for vhost in [format!("ris.{}", theirs.name), "/".to_owned()] {
+        let err = ris_broker::connect(&BrokerConfig::default(), &vhost, user, password, "e2e")
+            .await
+            .expect_err("opening another tenant's vhost must be refused");
+        assert!(
+            err.is_access_refused() || err.to_string().contains("access"),
+            "{vhost}: {err}"
+        );
+    }
+}

@@ -12,6 +12,7 @@ use crate::config::{self, Config};
 
 pub mod agents;
 pub mod dead_letters;
+pub mod dev;
 pub mod jobs;
 pub mod run;
 pub mod run_job;
@@ -46,12 +47,19 @@ pub struct GlobalArgs {
     /// Print the API's JSON instead of a table.
     #[arg(long, global = true)]
     pub json: bool,
+    /// CA certificate (PEM) the API's certificate must chain to, e.g. the `ca.pem` of
+    /// `risctl dev certs`. Default: the system's roots.
+    #[arg(long, global = true, env = "RIS_CA")]
+    pub ca: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Save --api and --key to the config file (mode 0600).
     Configure,
+    /// Development helpers: `dev certs` makes a local CA and certificates.
+    #[command(subcommand)]
+    Dev(dev::DevCmd),
     /// Tenants (platform admin key).
     #[command(subcommand)]
     Tenants(tenants::TenantsCmd),
@@ -102,14 +110,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         configure(&path, &cli.global)?;
         return Ok(ExitCode::SUCCESS);
     }
+    if let Command::Dev(cmd) = cli.command {
+        return dev::run(cmd);
+    }
     let target =
         Config::load(&path)?.resolve(cli.global.api.as_deref(), cli.global.key.as_deref())?;
     let ctx = Ctx {
-        client: Client::new(target)?,
+        client: Client::new(target, cli.global.ca.as_deref())?,
         json: cli.global.json,
     };
     match cli.command {
-        Command::Configure => Ok(ExitCode::SUCCESS),
+        Command::Configure | Command::Dev(_) => Ok(ExitCode::SUCCESS),
         Command::Tenants(cmd) => tenants::run(&ctx, cmd).await,
         Command::ApiKeys(cmd) => tenants::run_api_keys(&ctx, cmd).await,
         Command::Agents(cmd) => agents::run(&ctx, cmd).await,
