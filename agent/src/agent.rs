@@ -69,6 +69,8 @@ pub(crate) struct Shared {
     pub status_rx: std::sync::Mutex<Option<forward::StatusReceiver>>,
     /// Stops the service reconcilers and the engine probe (after the drain).
     pub services_stop: CancellationToken,
+    /// Shared connection and sampler when this agent is one of a swarm.
+    pub swarm: Option<crate::swarm::SwarmLinks>,
 }
 
 pub struct Agent {
@@ -135,6 +137,7 @@ impl Agent {
             services_stop,
             tracker: TaskTracker::new(),
             timings: config.timings,
+            swarm: config.swarm,
             state_dir: config.state_dir,
             agent_id,
             identity,
@@ -185,10 +188,14 @@ impl Agent {
 
         let conn_stop = CancellationToken::new();
         let heartbeat_stop = CancellationToken::new();
-        let heartbeat = tokio::spawn(heartbeat::run(
+        let machine = match &shared.swarm {
+            Some(links) => links.machine.clone(),
+            None => Arc::new(std::sync::Mutex::new(Machine::new(&shared.state_dir))),
+        };
+        let heartbeat = tokio::spawn(heartbeat::run_shared(
             heartbeat_config(&shared),
             shared.running.clone(),
-            Machine::new(&shared.state_dir),
+            machine,
             heartbeat_stop.clone(),
         ));
         let supervisor = tokio::spawn(supervisor::supervise(

@@ -27,6 +27,7 @@
 //! - [`outbox`]: on-disk queue of results that could not be published yet.
 //! - [`heartbeat`]: the WebSocket heartbeat to the API.
 //! - [`machine`]: hostname, load, memory, disk and addresses of this machine.
+//! - [`swarm`]: hooks for many agents in one process (shared connection and sampler).
 
 pub mod agent;
 pub mod cancelled;
@@ -46,6 +47,7 @@ pub mod report;
 pub mod running;
 pub mod service;
 pub mod supervisor;
+pub mod swarm;
 pub mod worker;
 
 pub use agent::Agent;
