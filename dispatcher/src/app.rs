@@ -65,6 +65,7 @@ impl App {
             shutdown: shutdown.clone(),
             retry_defaults: RwLock::new(Default::default()),
             instance: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()),
+            agent_lists: Default::default(),
         });
         let tracker = TaskTracker::new();
         tracker.spawn(tenants::supervise(ctx.clone()));

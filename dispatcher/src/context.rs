@@ -28,6 +28,8 @@ pub struct Inner {
         RwLock<HashMap<uuid::Uuid, (std::time::Instant, Option<ris_schemas::task::RetryPolicy>)>>,
     /// Identifies this process as the holder of leases (the reaper's).
     pub instance: String,
+    /// Each tenant's agent rows, cached briefly for placement.
+    pub agent_lists: crate::agent_lists::AgentLists,
 }
 
 impl Context {
