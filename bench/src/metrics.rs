@@ -11,6 +11,40 @@ pub fn quantile(page: &str, name: &str, q: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// Like [`quantile`], for the label set holding `label` (e.g. `step="targets"`).
+pub fn quantile_where(page: &str, name: &str, label: &str, q: &str) -> Option<f64> {
+    let needle = format!("quantile=\"{q}\"");
+    page.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
+        .find(|l| l.contains(&needle) && l.contains(label))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// p50/p99 in ms of each placement step on a dispatcher's `/metrics`.
+pub fn placement_steps(page: &str) -> serde_json::Value {
+    let mut out = serde_json::Map::new();
+    for step in [
+        "targets",
+        "candidates",
+        "begin_attempt",
+        "publish",
+        "inflight",
+        "event",
+    ] {
+        let label = format!("step=\"{step}\"");
+        let get = |q| {
+            quantile_where(page, "ris_placement_step_seconds", &label, q)
+                .map(|s| crate::stats::round2(s * 1000.0))
+        };
+        out.insert(
+            step.to_owned(),
+            serde_json::json!({ "p50_ms": get("0.5"), "p99_ms": get("0.99") }),
+        );
+    }
+    serde_json::Value::Object(out)
+}
+
 /// `name_count` (first label set).
 pub fn count(page: &str, name: &str) -> Option<f64> {
     let prefix = format!("{name}_count");

@@ -34,7 +34,7 @@ pub async fn run(
     swarm.wait_online(&tenant, Duration::from_secs(120)).await?;
     let (_conn, events) = listen(&tenant.name).await?;
     // Every agent gets a backlog: tasks outnumber the slots many times over.
-    let body = super::shell_selector("fo=yes", &["sleep", "0.3"]);
+    let body = super::shell_selector("fo=yes", &["sleep", "0.5"]);
     let sent = super::submit_all(&tenant, vec![body; tasks], 16).await?;
     let ids: Vec<String> = sent.into_iter().map(|(id, _)| id).collect();
     // Kill once the victim has run something and still has placements pending.

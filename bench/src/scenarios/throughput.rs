@@ -54,6 +54,9 @@ pub async fn run(system: &System, o: Opts) -> anyhow::Result<(Value, String)> {
     let ids: Vec<String> = sent.iter().map(|(id, _)| id.clone()).collect();
     events.wait_done(&ids, Duration::from_secs(600)).await?;
     let procs = watch.finish();
+    let page =
+        crate::metrics::fetch(&format!("{}/metrics", system.dispatcher_metrics_url(0))).await;
+    let steps = crate::metrics::placement_steps(&page);
     let last = ids
         .iter()
         .filter_map(|id| events.done_at(id))
@@ -76,6 +79,7 @@ pub async fn run(system: &System, o: Opts) -> anyhow::Result<(Value, String)> {
     out["tasks_per_sec"] = json!(rate);
     out["submit_per_sec"] = json!(round2(o.tasks as f64 / submitted_in.as_secs_f64()));
     out["processes"] = procs;
+    out["placement_steps"] = steps;
     let human = format!(
         "throughput: {} {} tasks, {} submitters, {} swarm agents on {} shared AMQP connections: {rate} tasks/s sustained, p50 {} ms, p99 {} ms (target >= 2000/s, p99 <= 100 ms)",
         o.tasks, o.kind, o.submitters, o.agents, swarm.connections(), out["p50_ms"], out["p99_ms"]
