@@ -200,7 +200,12 @@ async fn targets(
 ) -> Result<(Vec<AgentRecord>, bool), ris_store::StoreError> {
     let listed = ctx.agent_lists.get(&ctx.store, tenant).await?;
     let agents: Vec<AgentRecord> = match target {
-        Target::Agent(id) => listed.agents.iter().filter(|a| a.id == *id).cloned().collect(),
+        Target::Agent(id) => listed
+            .agents
+            .iter()
+            .filter(|a| a.id == *id)
+            .cloned()
+            .collect(),
         Target::Selector(selector) => listed
             .agents
             .iter()
