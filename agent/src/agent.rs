@@ -72,6 +72,8 @@ pub(crate) struct Shared {
     pub services_stop: CancellationToken,
     /// The keys assignments and control orders must be signed with.
     pub trust: Trust,
+    /// Shared connection and sampler when this agent is one of a swarm.
+    pub swarm: Option<crate::swarm::SwarmLinks>,
 }
 
 pub struct Agent {
@@ -138,6 +140,7 @@ impl Agent {
             services_stop,
             tracker: TaskTracker::new(),
             timings: config.timings,
+            swarm: config.swarm,
             state_dir: config.state_dir,
             trust: Trust::new(
                 identity.enrollment.tenant.clone(),
@@ -193,10 +196,14 @@ impl Agent {
 
         let conn_stop = CancellationToken::new();
         let heartbeat_stop = CancellationToken::new();
-        let heartbeat = tokio::spawn(heartbeat::run(
+        let machine = match &shared.swarm {
+            Some(links) => links.machine.clone(),
+            None => Arc::new(std::sync::Mutex::new(Machine::new(&shared.state_dir))),
+        };
+        let heartbeat = tokio::spawn(heartbeat::run_shared(
             heartbeat_config(&shared),
             shared.running.clone(),
-            Machine::new(&shared.state_dir),
+            machine,
             heartbeat_stop.clone(),
         ));
         let supervisor = tokio::spawn(supervisor::supervise(

@@ -29,6 +29,8 @@ pub struct AgentConfig {
     pub state_dir: PathBuf,
     pub timings: Timings,
     pub docker: DockerConfig,
+    /// Set only by a benchmark swarm: a shared broker connection and machine sampler.
+    pub swarm: Option<crate::swarm::SwarmLinks>,
 }
 
 /// The Docker engine the agent runs services and docker tasks on.
@@ -58,6 +60,7 @@ impl AgentConfig {
             state_dir: state_dir.into(),
             timings: Timings::default(),
             docker: DockerConfig::default(),
+            swarm: None,
         }
     }
 

@@ -83,7 +83,16 @@ pub async fn run(
     machine: Machine,
     stop: CancellationToken,
 ) {
-    let machine = Arc::new(Mutex::new(machine));
+    run_shared(config, running, Arc::new(Mutex::new(machine)), stop).await;
+}
+
+/// [`run`] with a machine sampler shared with other agents (a benchmark swarm).
+pub async fn run_shared(
+    config: HeartbeatConfig,
+    running: Running,
+    machine: Arc<Mutex<Machine>>,
+    stop: CancellationToken,
+) {
     let mut backoff = new_backoff();
     // Failed connects since the last good session; only the first is a warning.
     let mut failures: u32 = 0;

@@ -28,6 +28,7 @@
 //! - [`heartbeat`]: the WebSocket heartbeat to the API.
 //! - [`trust`]: the platform's signing keys; what the agent believes.
 //! - [`machine`]: hostname, load, memory, disk and addresses of this machine.
+//! - [`swarm`]: hooks for many agents in one process (shared connection and sampler).
 
 pub mod agent;
 pub mod cancelled;
@@ -47,6 +48,7 @@ pub mod report;
 pub mod running;
 pub mod service;
 pub mod supervisor;
+pub mod swarm;
 pub mod trust;
 pub mod worker;
 

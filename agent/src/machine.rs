@@ -5,6 +5,7 @@
 //! the heartbeat interval.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use sysinfo::{Disks, Networks, System};
 
@@ -35,6 +36,9 @@ pub struct Machine {
     networks: Networks,
     /// The disk figures are those of the filesystem holding this path.
     state_dir: PathBuf,
+    /// A sample younger than this is handed out again (0: always sample afresh).
+    reuse_for: Duration,
+    last: Option<(Instant, Sample)>,
 }
 
 impl Machine {
@@ -48,12 +52,34 @@ impl Machine {
             state_dir: state_dir
                 .canonicalize()
                 .unwrap_or_else(|_| state_dir.to_path_buf()),
+            reuse_for: Duration::ZERO,
+            last: None,
         }
+    }
+
+    /// Hands out the same sample for `reuse_for` (a swarm of agents sharing one machine
+    /// samples it once, not once per agent).
+    pub fn reusing_samples_for(mut self, reuse_for: Duration) -> Self {
+        self.reuse_for = reuse_for;
+        self
     }
 
     /// Refreshes and samples. Reads `/proc` and `statfs`: call it off the async runtime
     /// (`spawn_blocking`).
     pub fn sample(&mut self) -> Sample {
+        if let Some((at, sample)) = &self.last {
+            if at.elapsed() < self.reuse_for {
+                return sample.clone();
+            }
+        }
+        let sample = self.fresh_sample();
+        if !self.reuse_for.is_zero() {
+            self.last = Some((Instant::now(), sample.clone()));
+        }
+        sample
+    }
+
+    fn fresh_sample(&mut self) -> Sample {
         self.system.refresh_cpu_usage();
         self.system.refresh_memory();
         // Re-list disks and interfaces: mounts and addresses change (DHCP, VPN).

@@ -34,6 +34,9 @@ pub(crate) async fn supervise(
     consume_stop: CancellationToken,
     conn_stop: CancellationToken,
 ) {
+    if let Some(links) = shared.swarm.clone() {
+        return supervise_shared(&shared, &links.connection, &consume_stop, &conn_stop).await;
+    }
     let cfg = broker_config(&shared.identity, &shared.state_dir);
     let amqp = &shared.identity.enrollment.amqp;
     let name = format!(
@@ -51,7 +54,7 @@ pub(crate) async fn supervise(
         );
         let Some(conn) = connect.await else { return };
         tracing::info!(vhost = %amqp.vhost, "connected to the broker");
-        let end = session(&shared, &conn, &consume_stop, &conn_stop).await;
+        let end = session(&shared, &conn, &consume_stop, &conn_stop, Owner::Agent).await;
         // Only now, with the connection closed: dropping an open channel makes lapin
         // close it in the background, which races with closing the connection.
         shared.reporter.set_publisher(None);
@@ -67,11 +70,44 @@ pub(crate) async fn supervise(
     }
 }
 
+/// Sessions on a connection a swarm shares: the agent opens and drops its own channels
+/// but never closes the connection; when it is lost for good the swarm ends.
+async fn supervise_shared(
+    shared: &Arc<Shared>,
+    conn: &Connection,
+    consume_stop: &CancellationToken,
+    conn_stop: &CancellationToken,
+) {
+    while conn.status().connected() {
+        let end = session(shared, conn, consume_stop, conn_stop, Owner::Swarm).await;
+        shared.reporter.set_publisher(None);
+        match end {
+            SessionEnd::Stopped => return,
+            SessionEnd::Lost(why) => {
+                tracing::warn!(reason = %why, "swarm session lost; starting another");
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                    _ = conn_stop.cancelled() => return,
+                }
+            }
+        }
+    }
+    tracing::warn!("the swarm's shared connection is closed");
+}
+
+/// Who closes the connection when a session ends.
+#[derive(Clone, Copy, PartialEq)]
+enum Owner {
+    Agent,
+    Swarm,
+}
+
 async fn session(
     shared: &Arc<Shared>,
     conn: &Connection,
     consume_stop: &CancellationToken,
     conn_stop: &CancellationToken,
+    owner: Owner,
 ) -> SessionEnd {
     // Listen before anything else so no error event is missed.
     let mut events = conn.events_listener();
@@ -150,8 +186,13 @@ async fn session(
         let _ = handle.await;
     }
     // Closed while the channels and consumers above are still held (see `supervise`).
-    if conn.status().connected() {
+    if owner == Owner::Agent && conn.status().connected() {
         let _ = conn.close(200, "ris-agent session over".into()).await;
+    }
+    if owner == Owner::Swarm {
+        if let Some(channel) = &task_channel {
+            close_task_channel(channel).await;
+        }
     }
     drop(task_channel);
     end

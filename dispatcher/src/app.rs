@@ -70,6 +70,7 @@ impl App {
             retry_defaults: RwLock::new(Default::default()),
             instance: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()),
             signer: crate::signing::cache(),
+            agent_lists: Default::default(),
         });
         let tracker = TaskTracker::new();
         tracker.spawn(tenants::supervise(ctx.clone()));

@@ -30,6 +30,8 @@ pub struct Inner {
     pub instance: String,
     /// The key signing messages to agents ([`crate::signing`]).
     pub signer: ris_broker::envelope::SignerCache,
+    /// Each tenant's agent rows, cached briefly for placement.
+    pub agent_lists: crate::agent_lists::AgentLists,
 }
 
 impl Context {

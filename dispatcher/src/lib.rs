@@ -18,6 +18,7 @@
 //! - [`dead_letters`]: moves what reaches `ris.dead` into PostgreSQL for the API.
 //! - [`jobs`]: drives fleet jobs: dispatches children, stops them on halt or cancel.
 //! - [`placement`]: chooses an agent by load and hands it the task.
+//! - [`agent_lists`]: each tenant's agent rows, cached briefly for placement.
 //! - [`recovery`]: retries with backoff, lost agents, lapsed assignments.
 //! - [`reaper`]: notices agents that stopped heartbeating (one instance at a time).
 //! - [`services`]: Docker services: keeps agents told (sync), records their reports.
@@ -30,6 +31,7 @@
 //! - [`retry`]: retries store calls with backoff while a dependency is down.
 //! - [`http`]: `/healthz` and `/metrics`.
 
+pub mod agent_lists;
 pub mod app;
 pub mod config;
 pub mod context;

@@ -96,14 +96,17 @@ pub async fn place(
         return Placed::NotWaiting;
     }
     let step = Step::start();
-    let agents = match until_ok("list_agents", &ctx.shutdown, || {
+    let (agents, cached) = match until_ok("list_agents", &ctx.shutdown, || {
         targets(ctx, tenant, &task.request.target)
     })
     .await
     {
-        Ok(agents) => agents,
+        Ok(listed) => listed,
         Err(stop) => return stopped(stop),
     };
+    if cached && agents.is_empty() {
+        return again_with_fresh_list(ctx, tenant, publisher, task).await;
+    }
     if agents.is_empty() {
         if let Target::Agent(id) = task.request.target {
             let detail = serde_json::json!({ "agent_id": id });
@@ -130,6 +133,9 @@ pub async fn place(
         Err(stop) => return stopped(stop),
     };
     let Some(agent) = choose(&candidates) else {
+        if cached {
+            return again_with_fresh_list(ctx, tenant, publisher, task).await;
+        }
         // An agent named by id that is online and says it cannot run this kind of
         // task never will while it says so: fail now rather than at the queue
         // deadline. (A selector waits: a capable agent may still come.)
@@ -163,6 +169,18 @@ pub async fn place(
     assign(ctx, tenant, publisher, task, agent).await
 }
 
+/// Before giving up on a task, reads the tenant's agents afresh (an agent enrolled or
+/// relabelled within the cache's TTL) and places it with that list.
+async fn again_with_fresh_list(
+    ctx: &Context,
+    tenant: &TenantCtx,
+    publisher: &Publisher,
+    task: TaskRecord,
+) -> Placed {
+    ctx.agent_lists.invalidate(tenant);
+    Box::pin(place(ctx, tenant, publisher, task)).await
+}
+
 /// Times the steps of a placement: `ris_placement_step_seconds{step}`, so a slow step
 /// shows on `/metrics` (see docs/benchmarks.md).
 struct Step(std::time::Instant);
@@ -179,24 +197,29 @@ impl Step {
     }
 }
 
+/// The agents `target` names, from the cached list; whether that list was cached (a
+/// miss on a cached list is checked against a fresh one).
 async fn targets(
     ctx: &Context,
     tenant: &TenantCtx,
     target: &Target,
-) -> Result<Vec<AgentRecord>, ris_store::StoreError> {
-    match target {
-        Target::Agent(id) => Ok(ctx
-            .store
-            .get_agent(tenant, *id)
-            .await?
-            .into_iter()
-            .collect()),
-        Target::Selector(selector) => {
-            let mut agents = ctx.store.list_agents(tenant).await?;
-            agents.retain(|a| selector.matches(&a.labels));
-            Ok(agents)
-        }
-    }
+) -> Result<(Vec<AgentRecord>, bool), ris_store::StoreError> {
+    let listed = ctx.agent_lists.get(&ctx.store, tenant).await?;
+    let agents: Vec<AgentRecord> = match target {
+        Target::Agent(id) => listed
+            .agents
+            .iter()
+            .filter(|a| a.id == *id)
+            .cloned()
+            .collect(),
+        Target::Selector(selector) => listed
+            .agents
+            .iter()
+            .filter(|a| selector.matches(&a.labels))
+            .cloned()
+            .collect(),
+    };
+    Ok((agents, listed.cached))
 }
 
 /// The online agents among `agents` that advertise `required` (when the task needs a

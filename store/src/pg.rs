@@ -59,13 +59,13 @@ impl PgStore {
         &self,
         tenant: &TenantCtx,
     ) -> Result<Transaction<'static, Postgres>, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "SELECT set_config('role', 'ris_app', true), set_config('ris.tenant_id', $1, true)",
-        )
-        .bind(tenant.id.to_string())
-        .execute(&mut *tx)
-        .await?;
+        // One round trip: BEGIN and the settings travel as one simple query. The tenant
+        // id is a UUID (no quoting issue); the settings are transaction-local.
+        let begin = format!(
+            "BEGIN; SELECT set_config('role', 'ris_app', true), set_config('ris.tenant_id', '{}', true)",
+            tenant.id
+        );
+        let tx = self.pool.begin_with(begin).await?;
         Ok(tx)
     }
 }

@@ -271,6 +271,11 @@ impl System {
         self.dispatchers[i].restart(&self.http).await;
     }
 
+    /// Process id of API instance `i`, if it runs.
+    pub fn api_pid(&self, i: usize) -> Option<u32> {
+        self.apis[i].pid()
+    }
+
     /// Process id of dispatcher `i`, if it runs.
     pub fn dispatcher_pid(&self, i: usize) -> Option<u32> {
         self.dispatchers[i].pid()

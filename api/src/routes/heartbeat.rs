@@ -36,6 +36,9 @@ pub fn router() -> Router<AppState> {
 /// How often `last_seen_at` is written to PostgreSQL while an agent stays connected.
 const TOUCH_EVERY: Duration = Duration::from_secs(60);
 
+/// Read buffer of a heartbeat socket (grows for a larger message, up to the maximum).
+const HEARTBEAT_BUFFER: usize = 4 * 1024;
+
 async fn upgrade(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -49,7 +52,11 @@ async fn upgrade(
     if !secrets::matches_hash(token, &agent.heartbeat_token_hash) {
         return Err(refused());
     }
+    // Frames are a few hundred bytes: small buffers (tungstenite's default is 128 KiB
+    // each way) keep a fleet of 10,000 sockets in tens of MiB (see docs/benchmarks.md).
     Ok(ws
+        .read_buffer_size(HEARTBEAT_BUFFER)
+        .write_buffer_size(0)
         .max_message_size(64 * 1024)
         .on_upgrade(move |socket| session(socket, state, tenant, agent)))
 }

@@ -1,0 +1,63 @@
+//! `api`: `GET /v1/tasks/{id}` and `GET /v1/agents` under concurrent load from the
+//! in-tree load generator (keep-alive connections): requests/s and p99.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ris_tests::System;
+use serde_json::{json, Value};
+
+use crate::events::listen;
+use crate::http_load;
+use crate::swarm::{Swarm, SwarmOptions};
+
+pub async fn run(
+    system: &System,
+    agents: usize,
+    tasks: usize,
+    concurrency: usize,
+    duration: Duration,
+) -> anyhow::Result<(Value, String)> {
+    let tenant = system.tenant().await;
+    let swarm = Swarm::start(
+        &tenant,
+        &SwarmOptions {
+            agents,
+            ..Default::default()
+        },
+    )
+    .await?;
+    swarm.wait_online(&tenant, Duration::from_secs(120)).await?;
+    let (_conn, events) = listen(&tenant.name).await?;
+    let sent =
+        super::submit_all(&tenant, vec![super::noop_selector("bench=yes"); tasks], 16).await?;
+    let ids: Vec<String> = sent.into_iter().map(|(id, _)| id).collect();
+    events.wait_done(&ids, Duration::from_secs(300)).await?;
+    let paths: Vec<String> = ids.iter().map(|id| format!("/v1/tasks/{id}")).collect();
+    let task = http_load::run(
+        &tenant.api_url,
+        &tenant.key,
+        Arc::new(paths),
+        concurrency,
+        duration,
+    )
+    .await?;
+    let list = http_load::run(
+        &tenant.api_url,
+        &tenant.key,
+        Arc::new(vec!["/v1/agents".to_owned()]),
+        concurrency,
+        duration,
+    )
+    .await?;
+    let out = json!({
+        "scenario": "api", "agents": agents, "tasks": tasks, "concurrency": concurrency,
+        "get_task": task, "list_agents": list,
+    });
+    let human = format!(
+        "api: GET /v1/tasks/{{id}}: {} req/s, p99 {} ms; GET /v1/agents ({agents} agents): {} req/s, p99 {} ms; {concurrency} concurrent keep-alive clients (target >= 15000 req/s, p99 <= 10 ms on tasks)",
+        task["requests_per_sec"], task["p99_ms"], list["requests_per_sec"], list["p99_ms"]
+    );
+    swarm.stop().await;
+    Ok((out, human))
+}

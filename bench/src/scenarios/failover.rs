@@ -1,0 +1,103 @@
+//! `failover`: an agent (a real `ris-agent` process) is SIGKILLed while it has work
+//! queued; the figure is the time from the kill until the last task that was placed on
+//! it and not finished starts executing on another agent (a swarm agent), in ms and in
+//! heartbeat intervals.
+
+use std::time::{Duration, Instant};
+
+use ris_tests::System;
+use serde_json::{json, Value};
+
+use crate::events::listen;
+use crate::stats::{ms, round2};
+use crate::swarm::{Swarm, SwarmOptions};
+
+pub async fn run(
+    system: &System,
+    heartbeat_secs: u32,
+    tasks: usize,
+    others: usize,
+) -> anyhow::Result<(Value, String)> {
+    let tenant = system.tenant().await;
+    let mut victim = tenant.agent("victim", &["fo=yes"], 2).await;
+    tenant.wait_online(&victim).await;
+    let swarm = Swarm::start(
+        &tenant,
+        &SwarmOptions {
+            agents: others,
+            capacity: 2,
+            labels: vec![("fo".into(), "yes".into())],
+            ..Default::default()
+        },
+    )
+    .await?;
+    swarm.wait_online(&tenant, Duration::from_secs(120)).await?;
+    let (_conn, events) = listen(&tenant.name).await?;
+    // Every agent gets a backlog: tasks outnumber the slots many times over.
+    let body = super::shell_selector("fo=yes", &["sleep", "0.5"]);
+    let sent = super::submit_all(&tenant, vec![body; tasks], 16).await?;
+    let ids: Vec<String> = sent.into_iter().map(|(id, _)| id).collect();
+    // Kill once the victim has run something and still has placements pending.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let ran = ids.iter().any(|id| {
+            events
+                .seen(id)
+                .executing
+                .iter()
+                .any(|(_, a)| *a == victim.id)
+        });
+        if ran {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    victim.kill().await;
+    let killed_at = Instant::now();
+    events.wait_done(&ids, Duration::from_secs(300)).await?;
+    // Tasks placed on the victim that had not started there before the kill.
+    let mut queued = 0;
+    let mut running = 0;
+    let mut worst: Option<Duration> = None;
+    for id in &ids {
+        let seen = events.seen(id);
+        let placed_on_victim = seen
+            .routed
+            .iter()
+            .rev()
+            .find(|(at, _)| *at <= killed_at)
+            .is_some_and(|(_, a)| *a == victim.id);
+        if !placed_on_victim || seen.done.is_some_and(|d| d <= killed_at) {
+            continue;
+        }
+        if seen
+            .executing
+            .iter()
+            .any(|(at, a)| *a == victim.id && *at <= killed_at)
+        {
+            running += 1;
+            continue;
+        }
+        queued += 1;
+        if let Some((at, _)) = seen
+            .executing
+            .iter()
+            .find(|(at, a)| *a != victim.id && *at > killed_at)
+        {
+            let took = *at - killed_at;
+            worst = Some(worst.map_or(took, |w| w.max(took)));
+        }
+    }
+    let worst_ms = worst.map(ms);
+    let intervals = worst.map(|w| round2(w.as_secs_f64() / f64::from(heartbeat_secs)));
+    let out = json!({
+        "scenario": "failover", "heartbeat_interval_secs": heartbeat_secs, "tasks": tasks,
+        "other_agents": others, "victim_queued_tasks": queued, "victim_running_tasks": running,
+        "requeued_within_ms": worst_ms, "heartbeat_intervals": intervals,
+    });
+    let human = format!(
+        "failover: agent SIGKILLed with {queued} tasks queued (and {running} running): the last queued one ran elsewhere {worst_ms:?} ms after the kill = {intervals:?} heartbeat intervals of {heartbeat_secs} s (target <= 3)"
+    );
+    swarm.stop().await;
+    Ok((out, human))
+}
