@@ -72,8 +72,12 @@ if [ -s "$AGENT_DIR/identity.json" ] && [ -s "$AGENT_DIR/ca.pem" ] && tenant "$A
   log "reusing the enrolled local agent"
 else
   log "enrolling a local agent (labels env=dev, site=local)"
+  NAME="$(hostname)-local"
+  # A stale identity (say, from before TLS) keeps its name in the database: enroll anew
+  # under a fresh name rather than fail on the taken one.
+  [ -e "$AGENT_DIR/identity.json" ] && NAME="$NAME-$(date +%s)"
   TOKEN=$(tenant -X POST "$API/v1/agents/enrollment-tokens" -d '{"ttl_secs":600}' | field token)
-  "$BIN/ris-agent" enroll --api "$API" --ca "$RUN/certs/trust.pem" --token "$TOKEN" --name "$(hostname)-local" \
+  "$BIN/ris-agent" enroll --api "$API" --ca "$RUN/certs/trust.pem" --token "$TOKEN" --name "$NAME" \
     --label env=dev --label site=local --state-dir "$AGENT_DIR" --force
 fi
 start agent "$BIN/ris-agent" run --state-dir "$AGENT_DIR"
