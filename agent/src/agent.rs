@@ -327,5 +327,6 @@ fn heartbeat_config(shared: &Shared) -> HeartbeatConfig {
         docker: Some(shared.engine.clone()),
         trust: shared.trust.clone(),
         ca_file: crate::config::ca_file(&shared.state_dir),
+        client_cert: crate::config::client_cert(&shared.state_dir),
     }
 }

@@ -125,6 +125,18 @@ impl Default for Timings {
 /// the state directory by `ris-agent enroll --ca`.
 pub const CA_FILE: &str = "ca.pem";
 
+/// The client certificate and key the agent presents to the API (mutual TLS), saved by
+/// `ris-agent enroll --client-cert --client-key`.
+pub const CLIENT_CERT_FILE: &str = "client.pem";
+pub const CLIENT_KEY_FILE: &str = "client-key.pem";
+
+/// `(<state_dir>/client.pem, <state_dir>/client-key.pem)` when enrollment saved them.
+pub fn client_cert(state_dir: &Path) -> Option<(PathBuf, PathBuf)> {
+    let cert = state_dir.join(CLIENT_CERT_FILE);
+    let key = state_dir.join(CLIENT_KEY_FILE);
+    (cert.is_file() && key.is_file()).then_some((cert, key))
+}
+
 /// `<state_dir>/ca.pem` when enrollment saved one (else the system's roots are trusted).
 pub fn ca_file(state_dir: &Path) -> Option<PathBuf> {
     let path = state_dir.join(CA_FILE);

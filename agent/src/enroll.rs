@@ -28,6 +28,10 @@ pub struct EnrollOptions {
     /// CA certificate (PEM) the API and the broker must chain to; copied into the state
     /// directory and trusted from then on. `None`: the system's roots.
     pub ca: Option<PathBuf>,
+    /// Client certificate and key (PEM) presented to the API (mutual TLS); copied into the
+    /// state directory (`client.pem`, `client-key.pem`, mode 0600) and used from then on.
+    /// Needs `ca`.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +50,8 @@ pub enum EnrollError {
     BadResponse(String),
     #[error("CA certificate: {0}")]
     Ca(#[from] ris_runtime::tls::TlsError),
+    #[error("a client certificate needs the CA it is checked against (--ca)")]
+    ClientCertWithoutCa,
     #[error("saving the CA certificate to {path}: {source}")]
     SaveCa {
         path: PathBuf,
@@ -69,9 +75,13 @@ pub async fn enroll(opts: EnrollOptions) -> Result<(Identity, PathBuf), EnrollEr
         version: env!("CARGO_PKG_VERSION").to_owned(),
         hostname: machine::hostname(),
     };
-    let tls = match &opts.ca {
-        Some(ca) => Some(ris_runtime::tls::client_config(ca)?),
-        None => None,
+    let tls = match (&opts.ca, &opts.client_cert) {
+        (Some(ca), Some((cert, key))) => {
+            Some(ris_runtime::tls::client_config_with_cert(ca, cert, key)?)
+        }
+        (Some(ca), None) => Some(ris_runtime::tls::client_config(ca)?),
+        (None, Some(_)) => return Err(EnrollError::ClientCertWithoutCa),
+        (None, None) => None,
     };
     let enrollment = post_enroll(&api_url, &request, tls).await?;
     let identity = Identity {
@@ -84,6 +94,16 @@ pub async fn enroll(opts: EnrollOptions) -> Result<(Identity, PathBuf), EnrollEr
     if let Some(ca) = &opts.ca {
         let dest = opts.state_dir.join(crate::config::CA_FILE);
         std::fs::copy(ca, &dest).map_err(|source| EnrollError::SaveCa { path: dest, source })?;
+    }
+    if let Some((cert, key)) = &opts.client_cert {
+        for (from, name) in [
+            (cert, crate::config::CLIENT_CERT_FILE),
+            (key, crate::config::CLIENT_KEY_FILE),
+        ] {
+            let dest = opts.state_dir.join(name);
+            save_private(from, &dest)
+                .map_err(|source| EnrollError::SaveCa { path: dest, source })?;
+        }
     }
     Ok((identity, path))
 }
@@ -128,4 +148,11 @@ async fn post_enroll(
         status: status.as_u16(),
         body: text,
     })
+}
+
+/// Copies `from` to `to`, readable by the owner only.
+fn save_private(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::copy(from, to)?;
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o600))
 }

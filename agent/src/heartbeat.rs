@@ -49,6 +49,8 @@ pub struct HeartbeatConfig {
     pub trust: Trust,
     /// CA (PEM) a `wss://` API must chain to; `None`: the system's roots.
     pub ca_file: Option<std::path::PathBuf>,
+    /// Client certificate and key presented to the API (mutual TLS).
+    pub client_cert: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -154,12 +156,14 @@ async fn connect(config: &HeartbeatConfig) -> Result<Socket, HeartbeatError> {
         .map_err(|_| HeartbeatError::Request("the heartbeat token is not a valid header".into()))?;
     auth.set_sensitive(true);
     request.headers_mut().insert(AUTHORIZATION, auth);
-    let connector = match &config.ca_file {
-        Some(ca) => Some(tokio_tungstenite::Connector::Rustls(std::sync::Arc::new(
-            ris_runtime::tls::client_config(ca)?,
-        ))),
-        None => None,
+    let tls = match (&config.ca_file, &config.client_cert) {
+        (Some(ca), Some((cert, key))) => {
+            Some(ris_runtime::tls::client_config_with_cert(ca, cert, key)?)
+        }
+        (Some(ca), None) => Some(ris_runtime::tls::client_config(ca)?),
+        (None, _) => None,
     };
+    let connector = tls.map(|c| tokio_tungstenite::Connector::Rustls(std::sync::Arc::new(c)));
     let connecting =
         tokio_tungstenite::connect_async_tls_with_config(request, None, false, connector);
     match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {

@@ -77,6 +77,13 @@ struct EnrollArgs {
     /// `risctl dev certs`); saved in the state directory. Default: the system's roots.
     #[arg(long, env = "RIS_AGENT_CA")]
     ca: Option<PathBuf>,
+    /// Client certificate (PEM) presented to the API when it requires mutual TLS; saved
+    /// in the state directory. Needs --ca and --client-key.
+    #[arg(long, env = "RIS_AGENT_CLIENT_CERT", requires_all = ["ca", "client_key"])]
+    client_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, env = "RIS_AGENT_CLIENT_KEY", requires = "client_cert")]
+    client_key: Option<PathBuf>,
     #[command(flatten)]
     state: StateDir,
 }
@@ -121,6 +128,7 @@ async fn enroll_cmd(args: EnrollArgs) -> anyhow::Result<()> {
         state_dir: args.state.state_dir,
         force: args.force,
         ca: args.ca,
+        client_cert: args.client_cert.zip(args.client_key),
     };
     let (identity, path) = enroll::enroll(opts).await?;
     println!(

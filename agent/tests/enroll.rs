@@ -47,6 +47,7 @@ fn options(api_url: &str, state_dir: &std::path::Path, force: bool) -> EnrollOpt
         state_dir: state_dir.to_path_buf(),
         force,
         ca: None,
+        client_cert: None,
     }
 }
 

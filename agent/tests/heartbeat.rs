@@ -77,6 +77,7 @@ async fn frames_carry_load_and_the_socket_is_reconnected() {
         docker: None,
         trust: Default::default(),
         ca_file: None,
+        client_cert: None,
     };
     let stop = CancellationToken::new();
     let handle = tokio::spawn(heartbeat::run(
@@ -124,6 +125,7 @@ async fn a_refused_token_keeps_retrying_until_stopped() {
         docker: None,
         trust: Default::default(),
         ca_file: None,
+        client_cert: None,
     };
     let stop = CancellationToken::new();
     let handle = tokio::spawn(heartbeat::run(

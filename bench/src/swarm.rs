@@ -225,6 +225,7 @@ async fn enroll_one(
         state_dir: state_dir.clone(),
         force: false,
         ca: None,
+        client_cert: None,
     })
     .await
     .with_context(|| format!("enrolling {name}"))?;

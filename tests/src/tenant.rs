@@ -46,6 +46,8 @@ pub struct AgentOptions {
     /// `/var/run/docker.sock`). A path where nothing listens makes an agent without
     /// Docker: no `docker` capability, docker work fails `docker_unavailable`.
     pub docker_socket: Option<PathBuf>,
+    /// Extra flags for `ris-agent enroll` (e.g. `--client-cert`, `--client-key`).
+    pub enroll_args: Vec<String>,
 }
 
 impl Default for AgentOptions {
@@ -57,6 +59,7 @@ impl Default for AgentOptions {
             env: Vec::new(),
             api_url: None,
             docker_socket: None,
+            enroll_args: Vec::new(),
         }
     }
 }
@@ -288,6 +291,7 @@ impl TenantClient {
             .flat_map(|l| ["--label".to_owned(), l.clone()])
             .collect();
         extra.extend(["--capacity".to_owned(), opts.capacity.to_string()]);
+        extra.extend(opts.enroll_args.iter().cloned());
         let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
         let api_url = opts.api_url.as_deref().unwrap_or(&self.api_url);
         let (ok, output) = self

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use ris_broker::BrokerConfig;
 use ris_tests::tls::{broker_ca, https_client, BROKER_AMQPS_URL};
-use ris_tests::{wait_for_task, KitTls, System, SystemOptions};
+use ris_tests::{wait_for_task, AgentOptions, KitTls, System, SystemOptions};
 use serde_json::json;
 
 async fn tls_system(tls: KitTls) -> System {
@@ -193,4 +193,27 @@ async fn mutual_tls_rejects_a_client_without_a_certificate() {
         .send()
         .await;
     assert!(result.is_err(), "no client certificate, yet: {result:?}");
+
+    // An agent enrolled with the client certificate gets in: enrollment over HTTPS and
+    // the WSS heartbeat both present it, and a task runs there.
+    let tenant = system.tenant().await;
+    let cert = certs.join(ris_runtime::tls::dev_certs::CLIENT_CERT);
+    let key = certs.join(ris_runtime::tls::dev_certs::CLIENT_KEY);
+    let opts = AgentOptions {
+        labels: vec!["env=mtls".into()],
+        enroll_args: vec![
+            "--client-cert".into(),
+            cert.display().to_string(),
+            "--client-key".into(),
+            key.display().to_string(),
+        ],
+        ..AgentOptions::default()
+    };
+    let agent = tenant.agent_with("mtls-agent", opts).await;
+    tenant.wait_online(&agent).await;
+    let id = tenant
+        .submit(json!({ "target": { "agent_id": agent.id }, "task": { "kind": "shell", "argv": ["echo", "mtls"] } }))
+        .await;
+    let task = wait_for_task(&tenant, &id, "completed").await;
+    assert_eq!(task["result"]["output"]["stdout"], "mtls\n", "{task}");
 }
