@@ -89,6 +89,12 @@ async fn journal_detects_redelivery_across_reopen_and_after_completion() {
     journal.complete(task, 1).await.unwrap();
     assert!(journal.unfinished().unwrap().is_empty());
     assert!(journal.contains(task, 1));
+
+    // Completing an attempt that has no entry still leaves its marker.
+    let other = TaskId::new();
+    journal.complete(other, 1).await.unwrap();
+    assert!(journal.contains(other, 1));
+    assert!(journal.unfinished().unwrap().is_empty());
 }
 
 #[tokio::test]

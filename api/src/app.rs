@@ -83,13 +83,16 @@ impl App {
                  (RIS_TLS__CERT, RIS_TLS__KEY), or insecure_http = true for local development"
             ),
         };
+        let store: ris_store::DynStore = Arc::new(store);
         let state = AppState::new(Inner {
             brokers: TenantBrokers::new(config.broker.clone()),
-            store: Arc::new(store),
+            audit: crate::audit::AuditWriter::start(store.clone()),
+            store,
             presence,
             management,
             config,
             limits_cache: Default::default(),
+            queued_counts: Default::default(),
             signing: Default::default(),
             jwt: Default::default(),
         });

@@ -3,12 +3,20 @@
 //! The guard ([`crate::guard`]) records every mutating call and every refused
 //! credential. A handler that knows more than the guard — the tenant of an
 //! enrollment, the id of what it created — attaches an [`AuditNote`] to its response.
+//!
+//! Entries go through one [`AuditWriter`] per process: the entries of concurrent
+//! requests are appended together (group commit: one transaction and one lock on the
+//! chain per batch, where one per request made every mutating call of a tenant queue
+//! behind one advisory lock). A request still answers only after its entry is
+//! committed, as before.
 
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::Response;
 use chrono::Utc;
+use futures::future::join_all;
 use ris_schemas::security::AuditOutcome;
-use ris_store::{NewAuditEntry, TenantCtx};
+use ris_store::{DynStore, NewAuditEntry, TenantCtx, MAX_AUDIT_BATCH};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::state::AppState;
 
@@ -115,8 +123,78 @@ pub async fn record(
         source: facts.source.clone(),
         at: Utc::now(),
     };
-    if let Err(e) = state.store.append_audit(entry).await {
+    if let Err(e) = state.audit.append(entry).await {
         metrics::counter!("ris_audit_write_failures_total").increment(1);
-        tracing::error!(error = %crate::error::error_chain(&e), action, "audit entry not written");
+        tracing::error!(error = %e, action, "audit entry not written");
+    }
+}
+
+/// Entries waiting for the writer, at most; a request finding the queue full waits.
+const QUEUE: usize = 8192;
+
+/// One entry waiting to be written, and who waits for it.
+struct Pending {
+    entry: NewAuditEntry,
+    done: oneshot::Sender<Result<(), String>>,
+}
+
+/// Appends audit entries in batches: whatever accumulated while the previous batch was
+/// being written goes in the next, grouped by chain, chains written concurrently.
+#[derive(Clone)]
+pub struct AuditWriter {
+    queue: mpsc::Sender<Pending>,
+}
+
+impl AuditWriter {
+    /// Starts the writer task (it ends when every [`AuditWriter`] clone is dropped).
+    pub fn start(store: DynStore) -> Self {
+        let (queue, pending) = mpsc::channel(QUEUE);
+        tokio::spawn(write_batches(store, pending));
+        Self { queue }
+    }
+
+    /// Appends `entry`; returns once it is committed (or failed, with why).
+    pub async fn append(&self, entry: NewAuditEntry) -> Result<(), String> {
+        let (done, written) = oneshot::channel();
+        self.queue
+            .send(Pending { entry, done })
+            .await
+            .map_err(|_| "the audit writer has stopped".to_owned())?;
+        written
+            .await
+            .map_err(|_| "the audit writer dropped the entry".to_owned())?
+    }
+}
+
+async fn write_batches(store: DynStore, mut pending: mpsc::Receiver<Pending>) {
+    let mut batch = Vec::with_capacity(MAX_AUDIT_BATCH);
+    while pending.recv_many(&mut batch, MAX_AUDIT_BATCH).await > 0 {
+        metrics::histogram!("ris_audit_batch_entries").record(batch.len() as f64);
+        // One group per chain, entries in arrival order.
+        let mut chains: Vec<Vec<Pending>> = Vec::new();
+        for p in batch.drain(..) {
+            let chain = p.entry.tenant.as_ref().map(|t| t.id);
+            match chains
+                .iter_mut()
+                .find(|c| c.first().map(|p| p.entry.tenant.as_ref().map(|t| t.id)) == Some(chain))
+            {
+                Some(group) => group.push(p),
+                None => chains.push(vec![p]),
+            }
+        }
+        join_all(chains.into_iter().map(|group| write_chain(&store, group))).await;
+    }
+}
+
+async fn write_chain(store: &DynStore, group: Vec<Pending>) {
+    let (entries, waiters): (Vec<_>, Vec<_>) = group.into_iter().map(|p| (p.entry, p.done)).unzip();
+    let result = store
+        .append_audit(entries)
+        .await
+        .map(drop)
+        .map_err(|e| crate::error::error_chain(&e));
+    for waiter in waiters {
+        // The request may have gone (client hung up); the entry is written regardless.
+        drop(waiter.send(result.clone()));
     }
 }

@@ -178,12 +178,55 @@ pub fn quota_exceeded(quota: &'static str, max: impl std::fmt::Display) -> ApiEr
     .with_field(quota)
 }
 
+/// How long a tenant's count of queued tasks is reused (plus the submissions this
+/// instance accepted since) before it is counted again.
+const COUNT_FOR: Duration = Duration::from_secs(1);
+
+/// Recently counted queued tasks, per tenant: counting them on every submission cost a
+/// scan of the tenant's queue per task. Between counts this instance adds the tasks it
+/// queued itself, so it alone never lets the queue grow past the quota; several API
+/// instances may overshoot it by what the others accepted within [`COUNT_FOR`].
+#[derive(Default)]
+pub struct QueuedCounts(std::sync::Mutex<HashMap<Uuid, (Instant, i64)>>);
+
+impl QueuedCounts {
+    fn with<R>(&self, f: impl FnOnce(&mut HashMap<Uuid, (Instant, i64)>) -> R) -> R {
+        f(&mut self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    /// Counts a task this instance just queued.
+    pub fn queued_one(&self, tenant: &TenantCtx) {
+        self.with(|m| {
+            if let Some((_, n)) = m.get_mut(&tenant.id) {
+                *n += 1;
+            }
+        });
+    }
+}
+
 /// Refuses a new task when the tenant already has `max_queued_tasks` queued.
 pub async fn check_queued_tasks(state: &AppState, tenant: &TenantCtx) -> ApiResult<()> {
     let Some(max) = effective(state, tenant).await?.max_queued_tasks else {
         return Ok(());
     };
-    if state.store.count_queued(tenant).await? >= i64::from(max) {
+    let counts = &state.queued_counts;
+    let cached = counts.with(|m| {
+        m.get(&tenant.id)
+            .filter(|(at, _)| at.elapsed() < COUNT_FOR)
+            .map(|(_, n)| *n)
+    });
+    let queued = match cached {
+        Some(n) => n,
+        None => {
+            let n = state.store.count_queued(tenant).await?;
+            counts.with(|m| m.insert(tenant.id, (Instant::now(), n)));
+            n
+        }
+    };
+    if queued >= i64::from(max) {
         return Err(quota_exceeded("max_queued_tasks", max));
     }
     Ok(())

@@ -22,8 +22,12 @@ pub struct Inner {
     pub presence: Presence,
     pub management: Management,
     pub brokers: TenantBrokers,
+    /// Appends audit entries in batches ([`crate::audit::AuditWriter`]).
+    pub audit: crate::audit::AuditWriter,
     /// Tenants' rate limits and quotas, briefly cached ([`crate::limits`]).
     pub limits_cache: crate::limits::LimitsCache,
+    /// Tenants' queued-task counts, briefly cached ([`crate::limits`]).
+    pub queued_counts: crate::limits::QueuedCounts,
     /// Message signing keys, briefly cached ([`crate::signing`]).
     pub signing: crate::signing::SigningState,
     /// Access token keys, briefly cached ([`crate::jwt`]).

@@ -42,7 +42,7 @@ enum Scenario {
     Latency(LatencyArgs),
     /// noop tasks from many submitters to a swarm: sustained tasks/s and p99.
     Throughput(ThroughputArgs),
-    /// One noop task to each of N swarm agents: time until every result is persisted.
+    /// One fleet job (a noop on each of N swarm agents): time until every result is persisted.
     Fanout(FanoutArgs),
     /// N swarm agents heartbeating every 10 s: API/dispatcher CPU and RSS, heartbeat p99.
     Fleet(FleetArgs),
@@ -92,8 +92,6 @@ struct ThroughputArgs {
 struct FanoutArgs {
     #[arg(long, default_value_t = 1000)]
     agents: usize,
-    #[arg(long, default_value_t = 64)]
-    submitters: usize,
     #[arg(long, default_value_t = 250)]
     per_connection: usize,
 }
@@ -171,7 +169,7 @@ async fn run(scenario: Scenario) -> anyhow::Result<()> {
         }
         Scenario::Fanout(a) => {
             let sys = system(5, 20).await;
-            scenarios::fanout::run(&sys, a.agents, a.submitters, a.per_connection).await?
+            scenarios::fanout::run(&sys, a.agents, a.per_connection).await?
         }
         Scenario::Fleet(a) => {
             let sys = system(FLEET_HEARTBEAT_SECS, FLEET_PRESENCE_TTL_SECS).await;
@@ -214,7 +212,6 @@ async fn all(quick: bool) -> anyhow::Result<()> {
             }),
             Scenario::Fanout(FanoutArgs {
                 agents: 10,
-                submitters: 4,
                 per_connection: 4,
             }),
             Scenario::Fleet(FleetArgs {
@@ -247,7 +244,6 @@ async fn all(quick: bool) -> anyhow::Result<()> {
             }),
             Scenario::Fanout(FanoutArgs {
                 agents: 1000,
-                submitters: 64,
                 per_connection: 250,
             }),
             Scenario::Fleet(FleetArgs {
@@ -282,6 +278,10 @@ async fn main() -> anyhow::Result<()> {
     let dir: PathBuf = exe.parent().context("binary directory")?.to_path_buf();
     if std::env::var_os("RIS_BIN_DIR").is_none() {
         std::env::set_var("RIS_BIN_DIR", &dir);
+    }
+    // The system under test logs as in production (`info`), not at the tests' debug.
+    if std::env::var_os("RIS_E2E_RUST_LOG").is_none() {
+        std::env::set_var("RIS_E2E_RUST_LOG", "info");
     }
     run(cli.scenario).await
 }

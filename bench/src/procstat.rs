@@ -33,14 +33,58 @@ fn rss_kib(pid: u32) -> Option<(u64, u64)> {
     Some((field("VmRSS:")?, field("VmHWM:")?))
 }
 
+/// One process, or a group of processes counted together (PostgreSQL's backends).
 struct Proc {
     name: String,
-    pid: u32,
+    pids: Vec<u32>,
     start_ticks: u64,
     peak_rss_kib: u64,
 }
 
-/// Watches processes from `start` to `finish`: average CPU and peak RSS.
+impl Proc {
+    fn ticks(&self) -> u64 {
+        self.pids.iter().filter_map(|p| cpu_ticks(*p)).sum()
+    }
+
+    fn rss(&self) -> u64 {
+        self.pids
+            .iter()
+            .filter_map(|p| rss_kib(*p))
+            .map(|r| r.0)
+            .sum()
+    }
+}
+
+/// Pids whose command name (`/proc/<pid>/comm`) is `comm`.
+fn pids_named(comm: &str) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim_end() == comm)
+        })
+        .collect()
+}
+
+/// The shared services and the benchmark process itself, by command name: where the
+/// rest of the machine's CPU goes during a scenario.
+pub fn services() -> Vec<(String, Vec<u32>)> {
+    let mut out: Vec<(String, Vec<u32>)> = [
+        ("postgres", "postgres"),
+        ("rabbitmq", "beam.smp"),
+        ("redis", "redis-server"),
+    ]
+    .into_iter()
+    .map(|(name, comm)| (name.to_owned(), pids_named(comm)))
+    .filter(|(_, pids)| !pids.is_empty())
+    .collect();
+    out.push(("bench".to_owned(), vec![std::process::id()]));
+    out
+}
+
+/// Watches processes from `start` to `finish`: average CPU and peak RSS (summed over a
+/// group's members).
 pub struct Watch {
     procs: Arc<Mutex<Vec<Proc>>>,
     started: Instant,
@@ -48,17 +92,23 @@ pub struct Watch {
 }
 
 impl Watch {
+    /// Watches the named processes (a `None` pid is skipped) and the shared services
+    /// ([`services`]).
     pub fn start(procs: &[(&str, Option<u32>)]) -> Self {
         let procs: Vec<Proc> = procs
             .iter()
-            .filter_map(|(name, pid)| {
-                let pid = (*pid)?;
-                Some(Proc {
-                    name: (*name).to_owned(),
-                    pid,
-                    start_ticks: cpu_ticks(pid).unwrap_or(0),
-                    peak_rss_kib: rss_kib(pid).map_or(0, |r| r.0),
-                })
+            .filter_map(|(name, pid)| Some(((*name).to_owned(), vec![(*pid)?])))
+            .chain(services())
+            .map(|(name, pids)| {
+                let mut p = Proc {
+                    name,
+                    pids,
+                    start_ticks: 0,
+                    peak_rss_kib: 0,
+                };
+                p.start_ticks = p.ticks();
+                p.peak_rss_kib = p.rss();
+                p
             })
             .collect();
         let procs = Arc::new(Mutex::new(procs));
@@ -69,9 +119,7 @@ impl Watch {
             while !token.is_cancelled() {
                 tick.tick().await;
                 for p in shared.lock().unwrap_or_else(|e| e.into_inner()).iter_mut() {
-                    if let Some((rss, _)) = rss_kib(p.pid) {
-                        p.peak_rss_kib = p.peak_rss_kib.max(rss);
-                    }
+                    p.peak_rss_kib = p.peak_rss_kib.max(p.rss());
                 }
             }
         });
@@ -88,8 +136,14 @@ impl Watch {
         let secs = self.started.elapsed().as_secs_f64();
         let mut out = serde_json::Map::new();
         for p in self.procs.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-            let ticks = cpu_ticks(p.pid).unwrap_or(p.start_ticks) - p.start_ticks;
-            let hwm = rss_kib(p.pid).map_or(0, |r| r.1);
+            // A group's member that exited takes its ticks along: never below zero.
+            let ticks = p.ticks().saturating_sub(p.start_ticks);
+            let hwm: u64 = p
+                .pids
+                .iter()
+                .filter_map(|pid| rss_kib(*pid))
+                .map(|r| r.1)
+                .sum();
             out.insert(
                 p.name.clone(),
                 json!({

@@ -7,7 +7,12 @@
 //! absent for `agent_lost_grace_ms` more (default 5 s; 15 s of silence in all) before
 //! it is declared lost: a Redis restart wipes every presence key at once, and an agent
 //! reconnecting its heartbeat after an API restart needs a moment; neither should cost
-//! running work. A lost agent is marked offline, `agent.offline` is announced, and its
+//! running work. An agent whose heartbeat socket *broke* (the API saw it go without a
+//! clean close) is different: the API cut its presence to two heartbeat intervals and
+//! left a `gone` marker that only a heartbeat clears
+//! ([`ris_presence::Presence::disconnected`]), so when that presence lapses the agent is
+//! lost at once, with no grace: a killed agent's work moves on after about two
+//! intervals plus one reaper round. A lost agent is marked offline, `agent.offline` is announced, and its
 //! tasks are recovered ([`recovery::agent_lost`]). The API marks an agent online again
 //! on its first heartbeat.
 
@@ -65,13 +70,26 @@ async fn reap(ctx: &Context, absent_since: &mut HashMap<AgentId, Instant>, grace
             Ok(p) => p,
             Err(err) => return tracing::warn!(error = %err, "reaper cannot read presence"),
         };
-        for (agent, present) in agents.iter().zip(presence) {
-            if present.is_some() {
-                absent_since.remove(&agent.id);
-                continue;
-            }
+        let absent: Vec<&AgentRecord> = agents
+            .iter()
+            .zip(presence)
+            .filter_map(|(agent, present)| {
+                if present.is_some() {
+                    absent_since.remove(&agent.id);
+                    return None;
+                }
+                Some(agent)
+            })
+            .collect();
+        let absent_ids: Vec<AgentId> = absent.iter().map(|a| a.id).collect();
+        // Seen disconnecting (its socket broke, no reconnect since): no grace needed.
+        let gone = match ctx.presence.gone_many(&tenant.name, &absent_ids).await {
+            Ok(g) => g,
+            Err(err) => return tracing::warn!(error = %err, "reaper cannot read presence"),
+        };
+        for (agent, gone) in absent.into_iter().zip(gone) {
             let since = *absent_since.entry(agent.id).or_insert_with(Instant::now);
-            if since.elapsed() >= grace && lost(ctx, &tenant, agent).await {
+            if (gone || since.elapsed() >= grace) && lost(ctx, &tenant, agent).await {
                 absent_since.remove(&agent.id);
             }
         }

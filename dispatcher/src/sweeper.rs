@@ -86,7 +86,8 @@ async fn place_waiting(ctx: &Context) {
             return;
         }
         // A brand-new task's submission message is on its way to a dispatcher; racing
-        // it would only double the work.
+        // it would only double the work. (New tasks are stored with a placement time
+        // 2 s ahead, so the claim rarely returns one; this covers clock skew.)
         if task.state == TaskState::Queued && task.attempts == 0 && task.created_at > settled {
             continue;
         }

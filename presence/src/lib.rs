@@ -76,6 +76,10 @@ impl Presence {
         format!("{}:presence:{tenant}:{agent}", self.prefix)
     }
 
+    fn gone_key(&self, tenant: &TenantName, agent: AgentId) -> String {
+        format!("{}:gone:{tenant}:{agent}", self.prefix)
+    }
+
     fn inflight_key(&self, tenant: &TenantName, agent: AgentId) -> String {
         format!("{}:inflight:{tenant}:{agent}", self.prefix)
     }
@@ -96,12 +100,17 @@ impl Presence {
     ) -> Result<Option<PresenceRecord>, PresenceError> {
         let mut conn = self.conn.clone();
         let json = serde_json::to_string(record)?;
-        let previous: Option<String> = redis::cmd("SET")
+        // A heartbeat also clears any disconnect marker (one round trip).
+        let (previous,): (Option<String>,) = redis::pipe()
+            .cmd("SET")
             .arg(self.presence_key(tenant, agent))
             .arg(json)
             .arg("PX")
             .arg(self.ttl.as_millis() as u64)
             .arg("GET")
+            .cmd("DEL")
+            .arg(self.gone_key(tenant, agent))
+            .ignore()
             .query_async(&mut conn)
             .await?;
         Ok(previous.map(|p| serde_json::from_str(&p)).transpose()?)
@@ -133,6 +142,53 @@ impl Presence {
         let mut conn = self.conn.clone();
         let _: i64 = conn.del(self.presence_key(tenant, agent)).await?;
         Ok(())
+    }
+
+    /// The agent's heartbeat socket broke (it did not close cleanly): its presence is
+    /// cut to `linger` (a heartbeat on a new socket renews it in full), and a `gone`
+    /// marker (cleared by the next heartbeat, [`Presence::put`]) tells the reaper that the absence that follows is a disconnect, not a
+    /// Redis restart that wiped every key, so it need not wait out its grace.
+    pub async fn disconnected(
+        &self,
+        tenant: &TenantName,
+        agent: AgentId,
+        linger: Duration,
+    ) -> Result<(), PresenceError> {
+        let mut conn = self.conn.clone();
+        let linger_ms = linger.as_millis() as u64;
+        redis::pipe()
+            .atomic()
+            // LT: only ever shortens (Redis 7).
+            .cmd("PEXPIRE")
+            .arg(self.presence_key(tenant, agent))
+            .arg(linger_ms)
+            .arg("LT")
+            .ignore()
+            .cmd("SET")
+            .arg(self.gone_key(tenant, agent))
+            .arg(1)
+            .arg("PX")
+            .arg(linger_ms + self.ttl.as_millis() as u64)
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// For each agent, whether its heartbeat socket broke recently and it has not
+    /// reconnected since ([`Presence::disconnected`]).
+    pub async fn gone_many(
+        &self,
+        tenant: &TenantName,
+        agents: &[AgentId],
+    ) -> Result<Vec<bool>, PresenceError> {
+        if agents.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn.clone();
+        let keys: Vec<String> = agents.iter().map(|a| self.gone_key(tenant, *a)).collect();
+        let raw: Vec<Option<String>> = redis::cmd("MGET").arg(keys).query_async(&mut conn).await?;
+        Ok(raw.into_iter().map(|r| r.is_some()).collect())
     }
 
     /// Counts a placement against the agent until `expires_at` (when the task can no
@@ -242,7 +298,7 @@ impl Presence {
     /// Forgets everything held for the tenant (it was deleted).
     pub async fn purge_tenant(&self, tenant: &TenantName) -> Result<(), PresenceError> {
         let mut conn = self.conn.clone();
-        for kind in ["presence", "inflight"] {
+        for kind in ["presence", "inflight", "gone"] {
             let pattern = format!("{}:{kind}:{tenant}:*", self.prefix);
             let keys: Vec<String> = {
                 let mut iter: redis::AsyncIter<String> = conn.scan_match(&pattern).await?;

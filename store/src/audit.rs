@@ -5,7 +5,9 @@
 //! field in a fixed order, the time in RFC 3339 with microseconds, and the previous
 //! entry's hash). Appending takes a transaction-scoped advisory lock on the chain, reads
 //! the chain's head and inserts the next entry, so concurrent writers queue up instead
-//! of forking the chain.
+//! //! of forking the chain. Entries are appended in batches (the API's audit writer groups
+//! the entries of concurrent requests), so the lock is taken once per batch, not per
+//! request.
 
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -18,6 +20,9 @@ use crate::{PgStore, StoreError, TenantCtx};
 
 /// Class of the advisory locks taken on audit chains (the other key is the chain's hash).
 const LOCK_CLASS: i32 = 0x5a_0d_17;
+/// Most entries [`AuditRepo::append_audit`] takes at once (13 bind parameters each, well
+/// under PostgreSQL's 65,535).
+pub const MAX_AUDIT_BATCH: usize = 1000;
 /// Rows read per round trip while verifying.
 const VERIFY_BATCH: i64 = 1000;
 
@@ -75,8 +80,13 @@ pub struct AuditFilter {
 /// The audit log.
 #[async_trait]
 pub trait AuditRepo: Send + Sync {
-    /// Appends to the entry's chain (tenant, or platform when `tenant` is `None`).
-    async fn append_audit(&self, entry: NewAuditEntry) -> Result<AuditRecord, StoreError>;
+    /// Appends `entries`, in order, to their chain (the tenant's, or the platform's when
+    /// `tenant` is `None`): one transaction, one lock on the chain, one insert. Every
+    /// entry must belong to the same chain. At most [`MAX_AUDIT_BATCH`] entries.
+    async fn append_audit(
+        &self,
+        entries: Vec<NewAuditEntry>,
+    ) -> Result<Vec<AuditRecord>, StoreError>;
     /// Newest first, entries with `seq` below `before` (a cursor), at most `limit`.
     async fn list_audit(
         &self,
@@ -143,10 +153,28 @@ impl PgStore {
 
 #[async_trait]
 impl AuditRepo for PgStore {
-    #[tracing::instrument(level = "debug", skip_all, fields(action = %entry.action))]
-    async fn append_audit(&self, entry: NewAuditEntry) -> Result<AuditRecord, StoreError> {
-        let key = chain_key(entry.tenant.as_ref());
-        let mut tx = self.chain_tx(entry.tenant.as_ref()).await?;
+    #[tracing::instrument(level = "debug", skip_all, fields(entries = entries.len()))]
+    async fn append_audit(
+        &self,
+        entries: Vec<NewAuditEntry>,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let Some(first) = entries.first() else {
+            return Ok(Vec::new());
+        };
+        let chain = first.tenant.clone();
+        let key = chain_key(chain.as_ref());
+        if entries.len() > MAX_AUDIT_BATCH {
+            return Err(StoreError::Invalid(format!(
+                "{} audit entries at once (at most {MAX_AUDIT_BATCH})",
+                entries.len()
+            )));
+        }
+        if entries.iter().any(|e| chain_key(e.tenant.as_ref()) != key) {
+            return Err(StoreError::Invalid(
+                "an audit batch must belong to one chain".into(),
+            ));
+        }
+        let mut tx = self.chain_tx(chain.as_ref()).await?;
         sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
             .bind(LOCK_CLASS)
             .bind(key.to_string())
@@ -162,44 +190,50 @@ impl AuditRepo for PgStore {
         .bind(key)
         .fetch_optional(&mut *tx)
         .await?;
-        let (seq, prev_hash) = head.map_or((1, vec![0; 32]), |(s, h)| (s + 1, h));
-        let mut record = AuditRecord {
-            tenant_id: entry.tenant.as_ref().map(|t| t.id),
-            seq,
-            tenant_name: entry.tenant.as_ref().map(|t| t.name.to_string()),
-            actor: entry.actor,
-            action: entry.action,
-            target: entry.target,
-            outcome: entry.outcome.as_str().to_owned(),
-            status: i32::from(entry.status),
-            request_id: entry.request_id,
-            source: entry.source,
-            at: truncate_micros(entry.at),
-            prev_hash,
-            hash: Vec::new(),
-        };
-        record.hash = entry_hash(&record);
-        sqlx::query(&format!(
-            "INSERT INTO audit_log ({COLUMNS})
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
-        ))
-        .bind(record.tenant_id)
-        .bind(record.seq)
-        .bind(&record.tenant_name)
-        .bind(&record.actor)
-        .bind(&record.action)
-        .bind(&record.target)
-        .bind(&record.outcome)
-        .bind(record.status)
-        .bind(&record.request_id)
-        .bind(&record.source)
-        .bind(record.at)
-        .bind(&record.prev_hash)
-        .bind(&record.hash)
-        .execute(&mut *tx)
-        .await?;
+        let (mut seq, mut prev_hash) = head.map_or((0, vec![0; 32]), |h| h);
+        let mut records = Vec::with_capacity(entries.len());
+        for entry in entries {
+            seq += 1;
+            let mut record = AuditRecord {
+                tenant_id: entry.tenant.as_ref().map(|t| t.id),
+                seq,
+                tenant_name: entry.tenant.as_ref().map(|t| t.name.to_string()),
+                actor: entry.actor,
+                action: entry.action,
+                target: entry.target,
+                outcome: entry.outcome.as_str().to_owned(),
+                status: i32::from(entry.status),
+                request_id: entry.request_id,
+                source: entry.source,
+                at: truncate_micros(entry.at),
+                prev_hash,
+                hash: Vec::new(),
+            };
+            record.hash = entry_hash(&record);
+            prev_hash = record.hash.clone();
+            records.push(record);
+        }
+        let mut insert = sqlx::QueryBuilder::<sqlx::Postgres>::new(format!(
+            "INSERT INTO audit_log ({COLUMNS}) "
+        ));
+        insert.push_values(&records, |mut row, r| {
+            row.push_bind(r.tenant_id)
+                .push_bind(r.seq)
+                .push_bind(&r.tenant_name)
+                .push_bind(&r.actor)
+                .push_bind(&r.action)
+                .push_bind(&r.target)
+                .push_bind(&r.outcome)
+                .push_bind(r.status)
+                .push_bind(&r.request_id)
+                .push_bind(&r.source)
+                .push_bind(r.at)
+                .push_bind(&r.prev_hash)
+                .push_bind(&r.hash);
+        });
+        insert.build().execute(&mut *tx).await?;
         tx.commit().await?;
-        Ok(record)
+        Ok(records)
     }
 
     #[tracing::instrument(level = "debug", skip_all)]

@@ -20,6 +20,9 @@ pub enum StoreError {
     /// so this can happen; the other tenant's task is not revealed.
     #[error("task id {0} is already in use")]
     TaskIdTaken(TaskId),
+    /// The caller broke a repository method's contract (a bug, not bad data).
+    #[error("invalid store call: {0}")]
+    Invalid(String),
 }
 
 impl StoreError {

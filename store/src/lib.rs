@@ -87,7 +87,7 @@ pub mod users;
 pub mod webhooks;
 
 pub use agents::{AddressChangeRecord, AgentFacts, AgentRecord, NewAgent};
-pub use audit::{AuditFilter, AuditRecord, AuditRepo, NewAuditEntry};
+pub use audit::{AuditFilter, AuditRecord, AuditRepo, NewAuditEntry, MAX_AUDIT_BATCH};
 pub use auth::ApiKeyRecord;
 pub use cancel::CancelOutcome;
 pub use cursor::Cursor;

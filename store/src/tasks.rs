@@ -186,12 +186,16 @@ impl TaskRepo for PgStore {
     ) -> Result<Inserted, StoreError> {
         let mut tx = self.tenant_tx(tenant).await?;
         // One statement inserts the task and its first event, or nothing at all when
-        // the id or the idempotency key is already taken.
+        // the id or the idempotency key is already taken. The placement sweep leaves a
+        // new task alone for 2 s (`next_placement_at`): its submission message is on the
+        // way to a dispatcher, and claiming it too would only double the work (and
+        // rewrite every new row once more).
         let row: Option<TaskRow> = sqlx::query_as(concat!(
             "WITH t AS (
                  INSERT INTO tasks (id, tenant_id, state, kind, request, idempotency_key,
                                     queue_deadline, next_placement_at, metadata)
-                 VALUES ($1, $2, $3, $4, $5, $6, now() + $7 * interval '1 second', now(), $8)
+                 VALUES ($1, $2, $3, $4, $5, $6, now() + $7 * interval '1 second',
+                         now() + interval '2 seconds', $8)
                  ON CONFLICT DO NOTHING
                  RETURNING ",
             task_columns!(),
@@ -217,11 +221,17 @@ impl TaskRepo for PgStore {
             return Ok(Inserted::New(row.try_into()?));
         }
         // A conflict: the row that won is committed by now (ON CONFLICT waits for it).
+        // Two index lookups, not one `id = $2 OR idempotency_key = $3` (which the
+        // planner answers by scanning the tenant's tasks).
         let existing: Option<TaskRow> = sqlx::query_as(concat!(
             "SELECT ",
             task_columns!(),
-            " FROM tasks WHERE tenant_id = $1 AND (id = $2 OR idempotency_key = $3)
-              ORDER BY id = $2 DESC LIMIT 1"
+            " FROM tasks WHERE tenant_id = $1 AND id = $2
+              UNION ALL
+              SELECT ",
+            task_columns!(),
+            " FROM tasks WHERE tenant_id = $1 AND idempotency_key = $3
+              LIMIT 1"
         ))
         .bind(tenant.id)
         .bind(id.0)

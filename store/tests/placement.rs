@@ -12,6 +12,13 @@ use ris_schemas::ids::{AgentId, TaskId};
 use ris_schemas::task::TaskState;
 use ris_store::{TaskRepo, Transition, TransitionOutcome};
 
+/// Makes every waiting task due for the sweep now, as if its first 2 s (left to its
+/// submission message) had passed.
+async fn settle(db: &TestDb) {
+    db.exec("UPDATE tasks SET next_placement_at = now() WHERE state IN ('queued', 'retrying')")
+        .await;
+}
+
 #[tokio::test]
 async fn claims_are_leased_and_oldest_first() {
     let db = TestDb::new().await;
@@ -26,6 +33,14 @@ async fn claims_are_leased_and_oldest_first() {
             .unwrap();
         ids.push((tenant.name.clone(), id));
     }
+    // New tasks are left to their submission message for a moment.
+    assert!(db
+        .store
+        .claim_unplaced(10, LONG_LEASE)
+        .await
+        .unwrap()
+        .is_empty());
+    settle(&db).await;
 
     let claimed = db.store.claim_unplaced(10, LONG_LEASE).await.unwrap();
     let got: Vec<_> = claimed
@@ -83,6 +98,7 @@ async fn concurrent_claimers_never_share_a_task() {
             .await
             .unwrap();
     }
+    settle(&db).await;
 
     let claimers = (0..8).map(|_| {
         let store = db.store.clone();
@@ -234,6 +250,7 @@ async fn tasks_waiting_past_their_deadline_fail_with_no_agent() {
         .begin_attempt(&ctx, placed, AgentId::new())
         .await
         .unwrap();
+    settle(&db).await;
     db.exec(&format!(
         "UPDATE tasks SET queue_deadline = now() - interval '1 second' WHERE id IN ('{late}', '{placed}')"
     ))

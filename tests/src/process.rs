@@ -35,6 +35,13 @@ pub(crate) fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// The processes' log filter: `RIS_E2E_RUST_LOG` if set (the benchmark runs at the
+/// production default, `info`), else debug for RIS's own crates, for diagnosing tests.
+fn log_filter() -> String {
+    std::env::var("RIS_E2E_RUST_LOG")
+        .unwrap_or_else(|_| "info,ris_api=debug,ris_dispatcher=debug,ris_agent=debug".to_owned())
+}
+
 /// How to start one process: binary, arguments, environment, log file, and the user to
 /// run as.
 #[derive(Debug, Clone)]
@@ -74,10 +81,7 @@ impl Launch {
         command
             .args(&self.args)
             .envs(self.env.iter().cloned())
-            .env(
-                "RUST_LOG",
-                "info,ris_api=debug,ris_dispatcher=debug,ris_agent=debug",
-            )
+            .env("RUST_LOG", log_filter())
             // Plain text, so the logs can be grepped.
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
-use ris_tests::{eventually, wait_for_task, System, TenantClient};
+use ris_tests::{eventually, wait_for_task, System, SystemOptions, TenantClient};
 use serde_json::{json, Value};
 
 async fn states(tenant: &TenantClient, id: &str) -> Vec<String> {
@@ -246,4 +246,43 @@ async fn an_assignment_not_started_in_time_expires_through_the_broker() {
             .any(|d| d["reason"] == "expired"),
         "{dead:#}"
     );
+}
+
+/// A killed agent's heartbeat socket breaks: the API marks it gone, and once its
+/// presence lapses the reaper declares it lost at once, without waiting out the grace
+/// (the grace covers presence wiped by a Redis restart, not a broken socket). With a
+/// two-minute grace, the task waiting in its queue still moves to another agent.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_agent_is_lost_without_waiting_out_the_grace() {
+    let system = System::start_with(SystemOptions {
+        env: vec![("RIS_AGENT_LOST_GRACE_MS".into(), "120000".into())],
+        ..Default::default()
+    })
+    .await;
+    let tenant = system.tenant().await;
+    let mut doomed = tenant.agent("killed", &["pool=k"], 1).await;
+    tenant.wait_online(&doomed).await;
+    let sleep = json!({ "target": { "selector": "pool=k" }, "task": { "kind": "shell", "argv": ["sleep", "60"] } });
+    let running = tenant.submit(sleep).await;
+    wait_for_task(&tenant, &running, "executing").await;
+    // Capacity 1: this one waits in the doomed agent's queue.
+    let waiting = tenant
+        .submit(json!({ "target": { "selector": "pool=k" }, "task": { "kind": "noop" } }))
+        .await;
+    wait_for_task(&tenant, &waiting, "routing").await;
+
+    doomed.kill().await;
+    let survivor = tenant.agent("survivor-k", &["pool=k"], 1).await;
+    let task = eventually(
+        "the waiting task to run on the survivor, long before the grace is over",
+        Duration::from_secs(60),
+        || async {
+            let task = tenant.get(&format!("/v1/tasks/{waiting}")).await;
+            (task["state"] == "completed").then_some(task)
+        },
+    )
+    .await;
+    assert_eq!(task["agent_id"], survivor.id.as_str(), "{task}");
+    let view = tenant.get(&format!("/v1/agents/{}", doomed.id)).await;
+    assert_eq!(view["status"], "offline", "{view}");
 }

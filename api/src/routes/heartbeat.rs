@@ -204,7 +204,8 @@ async fn came_online(
 }
 
 /// The socket is gone: remember when the agent was last seen. A clean close (the agent
-/// shut down) marks it offline at once; otherwise presence expires by its TTL.
+/// shut down) marks it offline at once; a broken socket leaves the agent two heartbeat
+/// intervals to reconnect ([`ris_presence::Presence::disconnected`]).
 async fn finish(state: &AppState, tenant: &Tenant, agent: &AgentRecord, clean_close: bool) {
     tracing::info!(clean_close, "heartbeat disconnected");
     if let Err(err) = state
@@ -218,5 +219,17 @@ async fn finish(state: &AppState, tenant: &Tenant, agent: &AgentRecord, clean_cl
         if let Err(err) = state.presence.remove(&tenant.name, agent.id).await {
             tracing::warn!(error = %err, "could not clear presence");
         }
+        return;
+    }
+    // The socket broke: the agent died, or its network did. It gets two heartbeat
+    // intervals (one late heartbeat) to come back on a new socket before the reaper
+    // declares it lost.
+    let linger = Duration::from_secs(2 * u64::from(state.config.heartbeat_interval_secs.max(1)));
+    if let Err(err) = state
+        .presence
+        .disconnected(&tenant.name, agent.id, linger)
+        .await
+    {
+        tracing::warn!(error = %err, "could not record the disconnect");
     }
 }

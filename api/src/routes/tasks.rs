@@ -136,6 +136,7 @@ pub(crate) async fn accept(
         Inserted::New(task) => {
             metrics::counter!("ris_tasks_submitted_total", "kind" => request.task.kind())
                 .increment(1);
+            state.queued_counts.queued_one(tenant);
             // Announced before the submission goes out, so `task.queued` precedes the
             // dispatcher's `task.routing` on `ris.events`.
             crate::events::task_changed(state, &tenant.name, &task).await;

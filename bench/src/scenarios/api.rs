@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 
 use crate::events::listen;
 use crate::http_load;
+use crate::procstat::Watch;
 use crate::swarm::{Swarm, SwarmOptions};
 
 pub async fn run(
@@ -34,7 +35,8 @@ pub async fn run(
     let ids: Vec<String> = sent.into_iter().map(|(id, _)| id).collect();
     events.wait_done(&ids, Duration::from_secs(300)).await?;
     let paths: Vec<String> = ids.iter().map(|id| format!("/v1/tasks/{id}")).collect();
-    let task = http_load::run(
+    let watch = Watch::start(&[("api", system.api_pid(0))]);
+    let mut task = http_load::run(
         &tenant.api_url,
         &tenant.key,
         Arc::new(paths),
@@ -42,7 +44,9 @@ pub async fn run(
         duration,
     )
     .await?;
-    let list = http_load::run(
+    task["processes"] = watch.finish();
+    let watch = Watch::start(&[("api", system.api_pid(0))]);
+    let mut list = http_load::run(
         &tenant.api_url,
         &tenant.key,
         Arc::new(vec!["/v1/agents".to_owned()]),
@@ -50,6 +54,7 @@ pub async fn run(
         duration,
     )
     .await?;
+    list["processes"] = watch.finish();
     let out = json!({
         "scenario": "api", "agents": agents, "tasks": tasks, "concurrency": concurrency,
         "get_task": task, "list_agents": list,
