@@ -86,6 +86,11 @@ struct ThroughputArgs {
     /// Swarm agents per shared AMQP connection.
     #[arg(long, default_value_t = 100)]
     per_connection: usize,
+    /// Submit at this many tasks per second (open loop) instead of as fast as the
+    /// submitters can: the latency figures are then those *at* that rate, not those of
+    /// a backlog.
+    #[arg(long)]
+    rate: Option<f64>,
 }
 
 #[derive(Args, Clone)]
@@ -144,6 +149,16 @@ async fn system(heartbeat_secs: u32, presence_ttl_secs: u32) -> System {
     System::start_with(SystemOptions {
         heartbeat_interval_secs: heartbeat_secs,
         presence_ttl_secs,
+        // The swarm enrolls thousands of agents from one address into one tenant: above
+        // the per-address limit on credential-bearing requests (600/min) and the
+        // default agent quota (1,000), which stay as they are everywhere else.
+        env: vec![
+            (
+                "RIS_UNAUTHENTICATED_PER_MINUTE_PER_IP".into(),
+                "1000000".into(),
+            ),
+            ("RIS_LIMITS__MAX_AGENTS".into(), "20000".into()),
+        ],
         ..Default::default()
     })
     .await
@@ -164,6 +179,7 @@ async fn run(scenario: Scenario) -> anyhow::Result<()> {
                 submitters: a.submitters,
                 kind: a.kind,
                 per_connection: a.per_connection,
+                rate: a.rate,
             };
             scenarios::throughput::run(&sys, opts).await?
         }
@@ -209,6 +225,7 @@ async fn all(quick: bool) -> anyhow::Result<()> {
                 submitters: 8,
                 kind: "noop".into(),
                 per_connection: 2,
+                rate: None,
             }),
             Scenario::Fanout(FanoutArgs {
                 agents: 10,
@@ -241,6 +258,18 @@ async fn all(quick: bool) -> anyhow::Result<()> {
                 submitters: 64,
                 kind: "noop".into(),
                 per_connection: 100,
+                rate: None,
+            }),
+            // The same load offered at a fixed rate below the sustained one: latency
+            // at that rate rather than that of a backlog.
+            Scenario::Throughput(ThroughputArgs {
+                agents: 100,
+                capacity: 16,
+                tasks: 3000,
+                submitters: 64,
+                kind: "noop".into(),
+                per_connection: 100,
+                rate: Some(100.0),
             }),
             Scenario::Fanout(FanoutArgs {
                 agents: 1000,

@@ -93,6 +93,17 @@ pub async fn handle(
     if placed == Placed::Interrupted {
         return Handled::Released;
     }
+    if placed == Placed::NoAgent {
+        // Waiting for an agent: from now on the sweep retries it (new tasks are left to
+        // their submission for a grace, and this was that submission).
+        if let Err(Stop::Shutdown) = until_ok("task_due_now", &ctx.shutdown, || {
+            ctx.store.task_due_now(tenant, task_id)
+        })
+        .await
+        {
+            return Handled::Released;
+        }
+    }
     ack(&delivery).await
 }
 

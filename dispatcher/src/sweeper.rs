@@ -86,8 +86,9 @@ async fn place_waiting(ctx: &Context) {
             return;
         }
         // A brand-new task's submission message is on its way to a dispatcher; racing
-        // it would only double the work. (New tasks are stored with a placement time
-        // 2 s ahead, so the claim rarely returns one; this covers clock skew.)
+        // it would only double the work. (New tasks are stored due only after
+        // `ris_store::SUBMISSION_GRACE`, or made due by whoever knows no message will
+        // place them: then it is past this too, unless it was just submitted.)
         if task.state == TaskState::Queued && task.attempts == 0 && task.created_at > settled {
             continue;
         }

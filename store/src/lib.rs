@@ -110,7 +110,7 @@ pub use signing_keys::{NewSigningKey, SigningKeyRecord, SigningKeyRepo};
 pub use task_events::TaskEventRecord;
 pub use task_results::ResultOutcome;
 pub use task_results::RetryDecision;
-pub use tasks::{Inserted, TaskFilter, TaskRecord};
+pub use tasks::{Inserted, TaskFilter, TaskRecord, SUBMISSION_GRACE};
 pub use tenants::{Tenant, TenantCtx};
 pub use transitions::{Transition, TransitionOutcome};
 pub use users::{JwtKeyRecord, NewUser, UserRecord, UserRepo};
@@ -341,4 +341,8 @@ pub trait TaskRepo: Send + Sync {
     async fn expire_unplaced(&self, limit: i64) -> Result<Vec<(Tenant, TaskRecord)>, StoreError>;
     /// Tasks of the tenant in state `queued` (for quotas).
     async fn count_queued(&self, tenant: &TenantCtx) -> Result<i64, StoreError>;
+    /// Makes a `queued` task due for the placement sweep now. A new task is left to its
+    /// submission message for [`SUBMISSION_GRACE`]; this is for when no message will
+    /// place it (its publish failed, or no agent could take it yet).
+    async fn task_due_now(&self, tenant: &TenantCtx, id: TaskId) -> Result<(), StoreError>;
 }

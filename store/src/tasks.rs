@@ -174,6 +174,15 @@ impl TryFrom<TaskWithTenantRow> for (Tenant, TaskRecord) {
 /// Lists return at most this many rows.
 const MAX_PAGE: i64 = 500;
 
+/// How long the placement sweep leaves a new task to its submission message. A
+/// dispatcher consuming `ris.submit` places it; racing that from the sweep only doubles
+/// the work, and under a burst (a backlog in `ris.submit`) had every placement done
+/// twice. When no message will place the task, whoever knows makes it due at once
+/// ([`crate::TaskRepo::task_due_now`]): the API when its publish failed, the dispatcher
+/// when no agent could take it. What is left for the grace is a submission lost inside
+/// the broker.
+pub const SUBMISSION_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+
 #[async_trait]
 impl TaskRepo for PgStore {
     #[tracing::instrument(level = "debug", skip_all, fields(tenant = %tenant.name, task_id = %id))]
@@ -187,15 +196,14 @@ impl TaskRepo for PgStore {
         let mut tx = self.tenant_tx(tenant).await?;
         // One statement inserts the task and its first event, or nothing at all when
         // the id or the idempotency key is already taken. The placement sweep leaves a
-        // new task alone for 2 s (`next_placement_at`): its submission message is on the
-        // way to a dispatcher, and claiming it too would only double the work (and
-        // rewrite every new row once more).
+        // new task to its submission message for `SUBMISSION_GRACE`
+        // (`next_placement_at`); see there.
         let row: Option<TaskRow> = sqlx::query_as(concat!(
             "WITH t AS (
                  INSERT INTO tasks (id, tenant_id, state, kind, request, idempotency_key,
                                     queue_deadline, next_placement_at, metadata)
                  VALUES ($1, $2, $3, $4, $5, $6, now() + $7 * interval '1 second',
-                         now() + interval '2 seconds', $8)
+                         now() + $9 * interval '1 microsecond', $8)
                  ON CONFLICT DO NOTHING
                  RETURNING ",
             task_columns!(),
@@ -214,6 +222,7 @@ impl TaskRepo for PgStore {
         .bind(idempotency_key)
         .bind(i64::from(request.queue_timeout_secs.secs()))
         .bind(Json(&request.metadata))
+        .bind(crate::pg::micros(SUBMISSION_GRACE))
         .fetch_optional(&mut *tx)
         .await?;
         if let Some(row) = row {
@@ -379,6 +388,21 @@ impl TaskRepo for PgStore {
     #[tracing::instrument(level = "debug", skip_all)]
     async fn expire_unplaced(&self, limit: i64) -> Result<Vec<(Tenant, TaskRecord)>, StoreError> {
         placement::expire_unplaced(self, limit).await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(tenant = %tenant.name, task_id = %id))]
+    async fn task_due_now(&self, tenant: &TenantCtx, id: TaskId) -> Result<(), StoreError> {
+        let mut tx = self.tenant_tx(tenant).await?;
+        sqlx::query(
+            "UPDATE tasks SET next_placement_at = now()
+             WHERE tenant_id = $1 AND id = $2 AND state = 'queued'",
+        )
+        .bind(tenant.id)
+        .bind(id.0)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(tenant = %tenant.name))]

@@ -177,6 +177,12 @@ async fn publish_submission(
         metrics::counter!("ris_submit_publish_failures_total").increment(1);
         tracing::warn!(error = %err, "submission not published; the placement sweep will pick it up");
         state.brokers.forget(&tenant.name).await;
+        // No message will place it: due for the sweep now rather than after the grace
+        // left to submissions. If even this fails, the grace runs out and the sweep
+        // takes it then.
+        if let Err(err) = state.store.task_due_now(tenant, id).await {
+            tracing::warn!(error = %err, "task not marked due; the sweep takes it after the grace");
+        }
     }
 }
 

@@ -23,9 +23,25 @@ pub async fn submit_all(
     bodies: Vec<Value>,
     submitters: usize,
 ) -> anyhow::Result<Vec<(String, Instant)>> {
+    submit_paced(tenant, bodies, submitters, None).await
+}
+
+/// Like [`submit_all`], but when `rate` is given the submissions start at that many per
+/// second (an open loop: the offered load does not slow down when the system does).
+pub async fn submit_paced(
+    tenant: &TenantClient,
+    bodies: Vec<Value>,
+    submitters: usize,
+    rate: Option<f64>,
+) -> anyhow::Result<Vec<(String, Instant)>> {
     let gate = Arc::new(Semaphore::new(submitters.max(1)));
     let mut handles = Vec::with_capacity(bodies.len());
-    for body in bodies {
+    let start = tokio::time::Instant::now();
+    for (i, body) in bodies.into_iter().enumerate() {
+        if let Some(rate) = rate.filter(|r| *r > 0.0) {
+            tokio::time::sleep_until(start + std::time::Duration::from_secs_f64(i as f64 / rate))
+                .await;
+        }
         let permit = gate.clone().acquire_owned().await?;
         let tenant = tenant.clone();
         handles.push(tokio::spawn(async move {
