@@ -1,5 +1,6 @@
 //! Handles shared by every request.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::ops::Deref;
 use std::sync::Arc;
@@ -67,16 +68,41 @@ impl TenantBrokers {
     /// A confirm-mode publisher on the tenant's vhost.
     pub async fn publisher(&self, tenant: &TenantName) -> Result<Publisher, BrokerError> {
         let mut connections = self.connections.lock().await;
-        if let Some((conn, publisher)) = connections.get(tenant) {
-            if conn.status().connected() && publisher.is_open() {
-                return Ok(publisher.clone());
+        Ok(self.live(&mut connections, tenant).await?.1.clone())
+    }
+
+    /// A new channel on the tenant's connection, for topology changes (an error there
+    /// closes only this channel). Close it when done.
+    pub async fn channel(&self, tenant: &TenantName) -> Result<lapin::Channel, BrokerError> {
+        let mut connections = self.connections.lock().await;
+        let (conn, _) = self.live(&mut connections, tenant).await?;
+        Ok(conn.create_channel().await?)
+    }
+
+    /// The tenant's connection and publisher, (re)opened unless both are alive.
+    async fn live<'a>(
+        &self,
+        connections: &'a mut HashMap<TenantName, (lapin::Connection, Publisher)>,
+        tenant: &TenantName,
+    ) -> Result<&'a (lapin::Connection, Publisher), BrokerError> {
+        let open = || async {
+            let name = format!("ris-api {tenant}");
+            let conn = ris_broker::connect_admin(&self.config, &tenant.vhost(), &name).await?;
+            let publisher = Publisher::new(&conn).await?;
+            Ok::<_, BrokerError>((conn, publisher))
+        };
+        match connections.entry(tenant.clone()) {
+            Entry::Occupied(entry)
+                if entry.get().0.status().connected() && entry.get().1.is_open() =>
+            {
+                Ok(entry.into_mut())
             }
+            Entry::Occupied(mut entry) => {
+                entry.insert(open().await?);
+                Ok(entry.into_mut())
+            }
+            Entry::Vacant(entry) => Ok(entry.insert(open().await?)),
         }
-        let name = format!("ris-api {tenant}");
-        let conn = ris_broker::connect_admin(&self.config, &tenant.vhost(), &name).await?;
-        let publisher = Publisher::new(&conn).await?;
-        connections.insert(tenant.clone(), (conn, publisher.clone()));
-        Ok(publisher)
     }
 
     /// Drops the tenant's connection (after an error, or when the tenant is deleted).

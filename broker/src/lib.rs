@@ -70,4 +70,7 @@ pub use management::Management;
 pub use names::*;
 pub use provision::{deprovision_agent, deprovision_tenant, provision_agent, provision_tenant};
 pub use publisher::{PublishOptions, Publisher, DEFAULT_LANES};
-pub use topology::{declare_agent_queues, declare_tenant, delete_agent_queues};
+pub use topology::{
+    bind_events, declare_agent_queues, declare_tenant, declare_webhook_queue, delete_agent_queues,
+    unbind_events,
+};

@@ -166,6 +166,31 @@ impl Management {
         Ok(Some(info.messages.unwrap_or(split)))
     }
 
+    /// Routing keys of the bindings from `exchange` to `queue` (empty if either is
+    /// missing).
+    pub async fn binding_keys(
+        &self,
+        vhost: &str,
+        exchange: &str,
+        queue: &str,
+    ) -> Result<Vec<String>, BrokerError> {
+        #[derive(serde::Deserialize)]
+        struct Binding {
+            routing_key: String,
+        }
+        let path = format!(
+            "/api/bindings/{}/e/{}/q/{}",
+            encode(vhost),
+            encode(exchange),
+            encode(queue)
+        );
+        let Some(resp) = self.get_optional(path).await? else {
+            return Ok(Vec::new());
+        };
+        let bindings: Vec<Binding> = resp.json().await?;
+        Ok(bindings.into_iter().map(|b| b.routing_key).collect())
+    }
+
     /// GET that maps 404 to `None`.
     async fn get_optional(&self, path: String) -> Result<Option<reqwest::Response>, BrokerError> {
         let resp = self.request(Method::GET, &path, None).await?;

@@ -24,6 +24,9 @@ pub const AGENTS_EXCHANGE: &str = "ris.agents";
 pub const EVENTS_EXCHANGE: &str = "ris.events";
 /// Fanout, durable. Dead letters: messages that could not be processed, with their reason.
 pub const DEAD_EXCHANGE: &str = "ris.dead";
+/// The queue feeding outbound webhooks, bound to `ris.events` with the patterns the
+/// tenant's webhooks ask for (and nothing else).
+pub const WEBHOOKS_QUEUE: &str = "ris.webhooks";
 /// Classic durable queue bound to [`DEAD_EXCHANGE`], inspected and replayed through the API.
 pub const DEAD_QUEUE: &str = "ris.dead";
 

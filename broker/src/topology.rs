@@ -18,6 +18,7 @@ use crate::error::{short, BrokerError};
 use crate::names::{
     agent_control_key, agent_control_queue, agent_queue, AGENTS_EXCHANGE, DEAD_EXCHANGE,
     DEAD_QUEUE, EVENTS_EXCHANGE, RESULTS_EXCHANGE, RESULTS_QUEUE, SUBMIT_EXCHANGE, SUBMIT_QUEUE,
+    WEBHOOKS_QUEUE,
 };
 
 /// Bound on a whole declaration sequence (a broker in trouble must not hang startup).
@@ -167,6 +168,47 @@ async fn bind(
         )
         .await?;
     Ok(())
+}
+
+/// Declares [`WEBHOOKS_QUEUE`] (quorum, dead-lettering to `ris.dead` after 10 deliveries,
+/// like the other shared work queues) without binding it: events reach it only through
+/// [`bind_events`], one binding per pattern a webhook asks for, so a tenant without
+/// webhooks has its events routed to no durable queue at all.
+pub async fn declare_webhook_queue(channel: &Channel) -> Result<(), BrokerError> {
+    bounded(
+        "declaring the webhook queue",
+        queue(channel, WEBHOOKS_QUEUE, work_queue_args()),
+    )
+    .await
+}
+
+/// Routes events whose key matches `pattern` (`task.*`, `#`, ...) to `queue`.
+pub async fn bind_events(channel: &Channel, queue: &str, pattern: &str) -> Result<(), BrokerError> {
+    bounded(
+        "binding events",
+        bind(channel, queue, EVENTS_EXCHANGE, pattern),
+    )
+    .await
+}
+
+/// Undoes [`bind_events`] (a binding that does not exist is no error).
+pub async fn unbind_events(
+    channel: &Channel,
+    queue: &str,
+    pattern: &str,
+) -> Result<(), BrokerError> {
+    bounded("unbinding events", async {
+        channel
+            .queue_unbind(
+                short("queue", queue)?,
+                short("exchange", EVENTS_EXCHANGE)?,
+                short("routing key", pattern)?,
+                FieldTable::default(),
+            )
+            .await?;
+        Ok(())
+    })
+    .await
 }
 
 /// Runs `work` under [`DECLARE_TIMEOUT`].

@@ -3,7 +3,8 @@
 //! Two halves, joined by the `webhook_deliveries` table:
 //!
 //! - **Fan-out** ([`consume`]): each tenant worker consumes the durable queue
-//!   `ris.webhooks`, bound to `ris.events` with `#` ([`declare`]). For each event it
+//!   `ris.webhooks`, bound to `ris.events` with the patterns the tenant's webhooks ask
+//!   for and nothing else ([`sync_bindings`]). For each event it
 //!   creates one delivery row per matching webhook (idempotent by `(webhook, event)`),
 //!   then acks. The tenant's webhooks are cached for [`CACHE_TTL`], so a busy tenant
 //!   costs one insert per event, not a lookup too.
@@ -21,6 +22,7 @@
 //! `RIS-Event-Type` and `RIS-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret,
 //! "<t>.<body>")>`; the body is the event exactly as published on `ris.events`.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,10 +31,8 @@ use futures::{FutureExt, StreamExt};
 use hmac::{Hmac, Mac};
 use rand::Rng;
 use ris_broker::lapin::message::Delivery;
-use ris_broker::lapin::options::{QueueBindOptions, QueueDeclareOptions};
-use ris_broker::lapin::types::{AMQPValue, FieldTable};
 use ris_broker::lapin::{Channel, Connection};
-use ris_broker::{BrokerError, Publisher, DEAD_EXCHANGE, EVENTS_EXCHANGE};
+use ris_broker::{BrokerError, Publisher, EVENTS_EXCHANGE};
 use ris_schemas::event::Event;
 use ris_schemas::webhooks::{EventPatterns, WebhookId};
 use ris_store::{AttemptOutcome, DueDelivery, NewEvent, NextStep, TenantCtx};
@@ -46,7 +46,7 @@ use crate::retry::{until_ok, Stop};
 use crate::submit::{ack, dead_letter_from, Handled};
 
 /// The queue that feeds the fan-out, in every tenant vhost.
-pub const QUEUE: &str = "ris.webhooks";
+pub const QUEUE: &str = ris_broker::WEBHOOKS_QUEUE;
 /// Unacked events in flight per tenant.
 pub const PREFETCH: u16 = 32;
 /// How long a tenant's webhook list is reused before it is read again.
@@ -64,42 +64,72 @@ const LEASE: Duration = Duration::from_secs(30);
 pub const MAX_ATTEMPTS: u32 = 8;
 const BACKOFF_BASE: Duration = Duration::from_secs(1);
 const BACKOFF_CAP: Duration = Duration::from_secs(300);
-/// Redeliveries of one event after which `ris.webhooks` parks it on `ris.dead`.
-const DELIVERY_LIMIT: i32 = 10;
 
-/// Declares `ris.webhooks` and binds it to every event (idempotent).
+/// Declares `ris.webhooks` (idempotent; no bindings: see [`sync_bindings`]).
 pub async fn declare(channel: &Channel) -> Result<(), BrokerError> {
-    let mut args = FieldTable::default();
-    // Quorum, like the other shared work queues: replicated, and with a delivery limit.
-    args.insert(
-        "x-queue-type".into(),
-        AMQPValue::LongString("quorum".into()),
-    );
-    // Events we cannot process go to ris.dead rather than vanish.
-    args.insert(
-        "x-dead-letter-exchange".into(),
-        AMQPValue::LongString(DEAD_EXCHANGE.into()),
-    );
-    // An event that crash-loops the consumer is parked instead of blocking the queue.
-    args.insert(
-        "x-delivery-limit".into(),
-        AMQPValue::LongInt(DELIVERY_LIMIT),
-    );
-    let durable = QueueDeclareOptions {
-        durable: true,
-        ..QueueDeclareOptions::default()
+    ris_broker::declare_webhook_queue(channel).await
+}
+
+/// Keeps `ris.webhooks` bound to exactly the patterns the tenant's webhooks ask for, so
+/// events nobody subscribed to are never written to it (with a binding for everything,
+/// every task's four events went through this quorum queue, and its writes slowed every
+/// other confirm on the broker). Every [`CACHE_TTL`] it reads the webhooks, and the
+/// queue's bindings from the management API, binds the wanted patterns that are missing and unbinds the rest
+/// (a deleted webhook's, and the catch-all `#` of earlier versions). The API binds a new
+/// webhook's patterns as it creates it, so its first events are not missed; a binding
+/// lost in a race with a concurrent change comes back the next round.
+async fn sync_bindings(ctx: &Context, tenant: &TenantCtx, channel: &Channel) {
+    let management = match ris_broker::Management::new(&ctx.config.broker) {
+        Ok(m) => m,
+        Err(err) => return tracing::warn!(error = %err, "event bindings not kept in step"),
     };
-    channel.queue_declare(QUEUE.into(), durable, args).await?;
-    channel
-        .queue_bind(
-            QUEUE.into(),
-            EVENTS_EXCHANGE.into(),
-            "#".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-    Ok(())
+    let vhost = tenant.name.vhost();
+    let mut tick = tokio::time::interval(CACHE_TTL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        // Read afresh, not from the consumer's cache: a webhook created a moment ago
+        // (and bound by the API) must not look unwanted.
+        let hooks = match until_ok("list_webhooks", &ctx.shutdown, || {
+            ctx.store.list_webhooks(tenant)
+        })
+        .await
+        {
+            Ok(hooks) => hooks,
+            Err(Stop::Shutdown) => return,
+            Err(Stop::Failed(err)) => {
+                tracing::warn!(error = %err, "webhooks unreadable; event bindings left as they are");
+                continue;
+            }
+        };
+        let wanted: BTreeSet<String> = hooks
+            .iter()
+            .flat_map(|w| w.events.as_slice().iter().map(|p| p.as_str().to_owned()))
+            .collect();
+        let bound: BTreeSet<String> = match management
+            .binding_keys(&vhost, EVENTS_EXCHANGE, QUEUE)
+            .await
+        {
+            Ok(keys) => keys.into_iter().collect(),
+            Err(err) => {
+                tracing::warn!(error = %err, "event bindings unreadable; left as they are");
+                continue;
+            }
+        };
+        for pattern in wanted.difference(&bound) {
+            if let Err(err) = ris_broker::bind_events(channel, QUEUE, pattern).await {
+                tracing::warn!(error = %err, pattern, "event binding not made; retried next round");
+            }
+        }
+        for pattern in bound.difference(&wanted) {
+            match ris_broker::unbind_events(channel, QUEUE, pattern).await {
+                Ok(()) => tracing::debug!(pattern, "event binding removed"),
+                Err(err) => {
+                    tracing::warn!(error = %err, pattern, "event binding not removed; retried next round");
+                }
+            }
+        }
+    }
 }
 
 /// A tenant's webhooks and their patterns.
@@ -146,7 +176,9 @@ pub async fn consume(
     let consumer =
         ris_broker::consume(&channel, QUEUE, &format!("{name} webhooks"), PREFETCH).await?;
     let cache = Cache::default();
-    consumer
+    let bindings_channel = conn.create_channel().await?;
+    let bindings = sync_bindings(ctx, tenant, &bindings_channel);
+    let events = consumer
         .take_until(stop.cancelled())
         .take_while(|d| {
             if let Err(err) = d {
@@ -157,8 +189,12 @@ pub async fn consume(
         .filter_map(|d| std::future::ready(d.ok()))
         .for_each_concurrent(usize::from(PREFETCH), |delivery| {
             handle(ctx, tenant, publisher, &cache, delivery).map(drop)
-        })
-        .await;
+        });
+    // The bindings loop only ends at shutdown; the consumer's end ends both.
+    tokio::select! {
+        _ = events => {}
+        _ = bindings => {}
+    }
     Ok(())
 }
 

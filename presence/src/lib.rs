@@ -146,8 +146,9 @@ impl Presence {
 
     /// The agent's heartbeat socket broke (it did not close cleanly): its presence is
     /// cut to `linger` (a heartbeat on a new socket renews it in full), and a `gone`
-    /// marker (cleared by the next heartbeat, [`Presence::put`]) tells the reaper that the absence that follows is a disconnect, not a
-    /// Redis restart that wiped every key, so it need not wait out its grace.
+    /// marker (cleared by the next heartbeat, [`Presence::put`]) tells the reaper that
+    /// the absence that follows is a disconnect, not a Redis restart that wiped every
+    /// key, so it need not wait out its grace.
     pub async fn disconnected(
         &self,
         tenant: &TenantName,

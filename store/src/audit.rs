@@ -5,7 +5,7 @@
 //! field in a fixed order, the time in RFC 3339 with microseconds, and the previous
 //! entry's hash). Appending takes a transaction-scoped advisory lock on the chain, reads
 //! the chain's head and inserts the next entry, so concurrent writers queue up instead
-//! //! of forking the chain. Entries are appended in batches (the API's audit writer groups
+//! of forking the chain. Entries are appended in batches (the API's audit writer groups
 //! the entries of concurrent requests), so the lock is taken once per batch, not per
 //! request.
 

@@ -321,3 +321,92 @@ async fn bad_webhooks_are_refused_naming_the_field() {
     }
     assert_eq!(tenant.get("/v1/webhooks").await["items"], json!([]));
 }
+
+/// The routing keys `ris.events` → `ris.webhooks` bindings of the tenant's vhost carry.
+async fn webhook_bindings(tenant: &str) -> Vec<String> {
+    let url =
+        format!("http://127.0.0.1:15672/api/bindings/ris.{tenant}/e/ris.events/q/ris.webhooks");
+    let bindings: Value = reqwest::Client::new()
+        .get(&url)
+        .basic_auth("guest", Some("guest"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut keys: Vec<String> = bindings
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["routing_key"].as_str().unwrap().to_owned())
+        .collect();
+    keys.sort();
+    keys
+}
+
+/// Events reach `ris.webhooks` only for the patterns some webhook asks for: none for a
+/// tenant without webhooks, a webhook's patterns from its creation on, and none again
+/// once it is deleted.
+#[tokio::test(flavor = "multi_thread")]
+async fn events_are_routed_to_the_webhook_queue_only_for_wanted_patterns() {
+    let system = System::start().await;
+    let tenant = system.tenant().await;
+    let queue_url = format!(
+        "http://127.0.0.1:15672/api/queues/ris.{}/ris.webhooks",
+        tenant.name
+    );
+    eventually(
+        "the dispatcher to declare ris.webhooks",
+        Duration::from_secs(30),
+        || async {
+            let resp = reqwest::Client::new()
+                .get(&queue_url)
+                .basic_auth("guest", Some("guest"))
+                .send()
+                .await
+                .ok()?;
+            resp.status().is_success().then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        webhook_bindings(&tenant.name).await,
+        Vec::<String>::new(),
+        "a tenant without webhooks routes no event to ris.webhooks"
+    );
+
+    let (status, hook) = tenant
+        .request(
+            Method::POST,
+            "/v1/webhooks",
+            Some(json!({ "url": "http://127.0.0.1:9/hook", "events": ["task.completed", "agent.*"], "secret": SECRET })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{hook}");
+    // Bound by the API as it created the webhook, not a sync round later.
+    assert_eq!(
+        webhook_bindings(&tenant.name).await,
+        ["agent.*", "task.completed"]
+    );
+
+    let (status, _) = tenant
+        .request(
+            Method::DELETE,
+            &format!("/v1/webhooks/{}", hook["id"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    eventually(
+        "the deleted webhook's bindings to go",
+        Duration::from_secs(30),
+        || async {
+            webhook_bindings(&tenant.name)
+                .await
+                .is_empty()
+                .then_some(())
+        },
+    )
+    .await;
+}

@@ -12,8 +12,10 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use ris_schemas::api::Page;
-use ris_schemas::webhooks::{CreateWebhook, DeliveryId, DeliveryView, WebhookId, WebhookView};
-use ris_store::{DeliveryRecord, WebhookRecord};
+use ris_schemas::webhooks::{
+    CreateWebhook, DeliveryId, DeliveryView, EventPatterns, WebhookId, WebhookView,
+};
+use ris_store::{DeliveryRecord, TenantCtx, WebhookRecord};
 use serde::Deserialize;
 
 use crate::auth::TenantCaller;
@@ -65,6 +67,24 @@ fn delivery_view(d: DeliveryRecord) -> DeliveryView {
     }
 }
 
+/// Routes the events a new webhook asks for to `ris.webhooks` now, so its first events
+/// are not missed. The dispatchers keep the bindings in step with the webhooks (and
+/// make this one within a few seconds if it fails here), so a failure is only logged.
+async fn bind_events(state: &AppState, tenant: &TenantCtx, patterns: &EventPatterns) {
+    let bound = async {
+        let channel = state.brokers.channel(&tenant.name).await?;
+        ris_broker::declare_webhook_queue(&channel).await?;
+        for pattern in patterns.as_slice() {
+            ris_broker::bind_events(&channel, ris_broker::WEBHOOKS_QUEUE, pattern.as_str()).await?;
+        }
+        drop(channel.close(200, "webhook bound".into()).await);
+        Ok::<_, ris_broker::BrokerError>(())
+    };
+    if let Err(err) = bound.await {
+        tracing::warn!(error = %err, "webhook events not bound yet; the dispatchers will");
+    }
+}
+
 #[tracing::instrument(skip_all, fields(tenant = %caller.tenant.name))]
 async fn create(
     State(state): State<AppState>,
@@ -79,6 +99,7 @@ async fn create(
     }
     let webhook = state.store.create_webhook(&caller.tenant, &body).await?;
     tracing::info!(webhook = %webhook.id, url = %webhook.url.as_url(), "webhook created");
+    bind_events(&state, &caller.tenant, &webhook.events).await;
     Ok((StatusCode::CREATED, Json(view(webhook))))
 }
 
