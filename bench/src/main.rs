@@ -265,11 +265,11 @@ async fn all(quick: bool) -> anyhow::Result<()> {
             Scenario::Throughput(ThroughputArgs {
                 agents: 100,
                 capacity: 16,
-                tasks: 3000,
+                tasks: 2000,
                 submitters: 64,
                 kind: "noop".into(),
                 per_connection: 100,
-                rate: Some(100.0),
+                rate: Some(60.0),
             }),
             Scenario::Fanout(FanoutArgs {
                 agents: 1000,

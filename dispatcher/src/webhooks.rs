@@ -74,8 +74,9 @@ pub async fn declare(channel: &Channel) -> Result<(), BrokerError> {
 /// events nobody subscribed to are never written to it (with a binding for everything,
 /// every task's four events went through this quorum queue, and its writes slowed every
 /// other confirm on the broker). Every [`CACHE_TTL`] it reads the webhooks, and the
-/// queue's bindings from the management API, binds the wanted patterns that are missing and unbinds the rest
-/// (a deleted webhook's, and the catch-all `#` of earlier versions). The API binds a new
+/// queue's bindings from the management API, binds the wanted patterns that are
+/// missing and unbinds the rest (a deleted webhook's, and the catch-all `#` of earlier
+/// versions). The API binds a new
 /// webhook's patterns as it creates it, so its first events are not missed; a binding
 /// lost in a race with a concurrent change comes back the next round.
 async fn sync_bindings(ctx: &Context, tenant: &TenantCtx, channel: &Channel) {
