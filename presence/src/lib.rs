@@ -122,15 +122,9 @@ impl Presence {
         tenant: &TenantName,
         agents: &[AgentId],
     ) -> Result<Vec<Option<PresenceRecord>>, PresenceError> {
-        if agents.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut conn = self.conn.clone();
-        let keys: Vec<String> = agents
-            .iter()
-            .map(|a| self.presence_key(tenant, *a))
-            .collect();
-        let raw: Vec<Option<String>> = redis::cmd("MGET").arg(keys).query_async(&mut conn).await?;
+        let raw = self
+            .mget(agents.iter().map(|a| self.presence_key(tenant, *a)))
+            .await?;
         raw.into_iter()
             .map(|r| r.map(|s| serde_json::from_str(&s)).transpose())
             .collect::<Result<_, _>>()
@@ -183,13 +177,23 @@ impl Presence {
         tenant: &TenantName,
         agents: &[AgentId],
     ) -> Result<Vec<bool>, PresenceError> {
-        if agents.is_empty() {
+        let raw = self
+            .mget(agents.iter().map(|a| self.gone_key(tenant, *a)))
+            .await?;
+        Ok(raw.into_iter().map(|r| r.is_some()).collect())
+    }
+
+    /// The values of `keys`, in order (one round trip; none for no keys).
+    async fn mget(
+        &self,
+        keys: impl Iterator<Item = String>,
+    ) -> Result<Vec<Option<String>>, PresenceError> {
+        let keys: Vec<String> = keys.collect();
+        if keys.is_empty() {
             return Ok(Vec::new());
         }
         let mut conn = self.conn.clone();
-        let keys: Vec<String> = agents.iter().map(|a| self.gone_key(tenant, *a)).collect();
-        let raw: Vec<Option<String>> = redis::cmd("MGET").arg(keys).query_async(&mut conn).await?;
-        Ok(raw.into_iter().map(|r| r.is_some()).collect())
+        Ok(redis::cmd("MGET").arg(keys).query_async(&mut conn).await?)
     }
 
     /// Counts a placement against the agent until `expires_at` (when the task can no
