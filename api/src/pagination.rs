@@ -8,6 +8,14 @@ use ris_schemas::api::Page;
 
 use crate::error::{ApiError, ApiResult};
 
+/// `?limit=&cursor=` of a list route with nothing else to filter on; parse them with
+/// [`limit`] and [`cursor`].
+#[derive(Debug, serde::Deserialize)]
+pub struct PageParams {
+    pub limit: Option<String>,
+    pub cursor: Option<String>,
+}
+
 pub const DEFAULT_PAGE: i64 = 50;
 pub const MAX_PAGE: i64 = 200;
 

@@ -21,7 +21,6 @@ use ris_broker::BrokerError;
 use ris_schemas::api::Page;
 use ris_schemas::dead_letters::{body_fields, DeadLetterId, DeadLetterView};
 use ris_store::{DeadLetterCursor, DeadLetterRecord};
-use serde::Deserialize;
 use serde_json::Value;
 
 use crate::auth::TenantCaller;
@@ -77,16 +76,10 @@ fn view(d: DeadLetterRecord) -> DeadLetterView {
     }
 }
 
-#[derive(Debug, Deserialize)]
-struct ListParams {
-    limit: Option<String>,
-    cursor: Option<String>,
-}
-
 async fn list(
     State(state): State<AppState>,
     caller: TenantCaller,
-    Query(params): Query<ListParams>,
+    Query(params): Query<pagination::PageParams>,
 ) -> ApiResult<Json<Page<DeadLetterView>>> {
     let limit = pagination::limit(params.limit.as_deref())?;
     let cursor = pagination::cursor(params.cursor.as_deref(), DeadLetterCursor::decode)?;

@@ -207,16 +207,10 @@ async fn show(
     Ok(Json(job_view(job)))
 }
 
-#[derive(Debug, Deserialize)]
-struct ListParams {
-    limit: Option<String>,
-    cursor: Option<String>,
-}
-
 async fn list(
     State(state): State<AppState>,
     caller: TenantCaller,
-    Query(params): Query<ListParams>,
+    Query(params): Query<pagination::PageParams>,
 ) -> ApiResult<Json<Page<JobView>>> {
     let limit = pagination::limit(params.limit.as_deref())?;
     let cursor = pagination::cursor(params.cursor.as_deref(), JobCursor::decode)?;

@@ -17,7 +17,6 @@ use ris_schemas::service::{
     PutService, ScaleService, ServiceName, ServiceRevision, ServiceTarget, ServiceView,
 };
 use ris_store::{ChangeOutcome, ServiceChange, ServiceRecord, TenantCtx};
-use serde::Deserialize;
 
 use crate::auth::TenantCaller;
 use crate::error::{ApiError, ApiResult};
@@ -177,17 +176,11 @@ async fn show(
     Ok(Json(views::detail(&state, &caller.tenant, service).await?))
 }
 
-#[derive(Debug, Deserialize)]
-struct ListParams {
-    limit: Option<String>,
-    cursor: Option<String>,
-}
-
 /// By name; `next_cursor` is the last name shown.
 async fn list(
     State(state): State<AppState>,
     caller: TenantCaller,
-    Query(params): Query<ListParams>,
+    Query(params): Query<pagination::PageParams>,
 ) -> ApiResult<Json<Page<ServiceView>>> {
     let limit = pagination::limit(params.limit.as_deref())?;
     let after = pagination::cursor(params.cursor.as_deref(), |c| ServiceName::parse(c).ok())?;
@@ -208,7 +201,7 @@ async fn revisions(
     State(state): State<AppState>,
     caller: TenantCaller,
     Path(name): Path<String>,
-    Query(params): Query<ListParams>,
+    Query(params): Query<pagination::PageParams>,
 ) -> ApiResult<Json<Page<ServiceRevision>>> {
     let name = service_name(&name)?;
     let limit = pagination::limit(params.limit.as_deref())?;
