@@ -17,6 +17,11 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc, in every RIS binary: under load glibc's malloc took a fifth of `ris-api`'s
+/// CPU (fastbin consolidation on every larger allocation); see docs/benchmarks.md.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "ris-agent",

@@ -84,6 +84,7 @@ impl App {
             ),
         };
         let store: ris_store::DynStore = Arc::new(store);
+        let caches = crate::cache::Caches::new(Duration::from_millis(config.credential_cache_ms));
         let state = AppState::new(Inner {
             brokers: TenantBrokers::new(config.broker.clone()),
             audit: crate::audit::AuditWriter::start(store.clone()),
@@ -91,6 +92,7 @@ impl App {
             presence,
             management,
             config,
+            caches,
             limits_cache: Default::default(),
             queued_counts: Default::default(),
             signing: Default::default(),

@@ -113,7 +113,8 @@ pub fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
 }
 
 /// Checks the bearer credential: the bootstrap admin key, or a tenant API key that is
-/// neither revoked nor expired and whose secret matches (constant time).
+/// neither revoked nor expired and whose secret matches (constant time). Key records
+/// are briefly cached ([`crate::cache`]); the checks run on every request.
 pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Caller, AuthFailure> {
     let anonymous = |error| AuthFailure {
         error,
@@ -131,12 +132,20 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Calle
     }
     let invalid = || ApiError::unauthorized("invalid or revoked API key, or expired");
     let (id, secret) = secrets::parse_api_key(token).ok_or_else(|| anonymous(invalid()))?;
-    let key = state
-        .store
-        .find_api_key(id)
-        .await
-        .map_err(|e| anonymous(e.into()))?
-        .ok_or_else(|| anonymous(invalid()))?;
+    let key = match state.caches.credential(id) {
+        Some(key) => key,
+        None => {
+            let key = state
+                .store
+                .find_api_key(id)
+                .await
+                .map_err(|e| anonymous(e.into()))?
+                .ok_or_else(|| anonymous(invalid()))?;
+            let key = std::sync::Arc::new(key);
+            state.caches.keep_credential(key.clone());
+            key
+        }
+    };
     let expired = key.expires_at.is_some_and(|at| at <= Utc::now());
     let role = Role::parse(&key.role);
     let refused = |error| AuthFailure {

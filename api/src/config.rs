@@ -42,6 +42,9 @@ pub struct Config {
     /// Requests a minute from one address to routes whose credential is in the body
     /// (login, refresh, enrollment, signed hooks), against guessing.
     pub unauthenticated_per_minute_per_ip: u32,
+    /// Milliseconds an API key's record is reused before it is read again; another
+    /// instance's revocation takes effect here within this time (0: read every time).
+    pub credential_cache_ms: u64,
 }
 
 impl Default for Config {
@@ -60,6 +63,7 @@ impl Default for Config {
             presence_ttl_secs: 10,
             limits: crate::limits::defaults(),
             unauthenticated_per_minute_per_ip: 600,
+            credential_cache_ms: 2000,
         }
     }
 }

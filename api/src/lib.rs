@@ -12,6 +12,7 @@
 //! - [`error`]: the one HTTP error type, with a stable `code` and the offending `field`.
 //! - [`extract`]: body and path extractors that name the bad field.
 //! - [`pagination`]: cursor pagination of lists.
+//! - [`cache`]: bounded in-process caches of API keys and finished tasks' bodies.
 //! - [`auth`]: credentials → caller (platform admin or a tenant's API key) and role.
 //! - [`permissions`]: the permission matrix (route → permission → roles).
 //! - [`guard`]: the middleware enforcing it, with rate limits and audit entries.
@@ -32,6 +33,7 @@
 pub mod app;
 pub mod audit;
 pub mod auth;
+pub mod cache;
 pub mod config;
 pub mod error;
 pub mod event_streams;

@@ -13,7 +13,6 @@ use axum::response::{IntoResponse, Response};
 use ris_presence::Limit;
 use ris_schemas::security::TenantLimits;
 use ris_store::TenantCtx;
-use tokio::sync::Mutex;
 use uuid::Uuid;
 
 use crate::auth::TenantCaller;
@@ -35,17 +34,24 @@ pub fn defaults() -> TenantLimits {
     }
 }
 
-/// Recently read tenant limits.
-#[derive(Default)]
-pub struct LimitsCache(Mutex<HashMap<Uuid, (Instant, TenantLimits)>>);
+/// Recently read tenant limits, each kept for [`CACHE_FOR`].
+pub struct LimitsCache(moka::sync::Cache<Uuid, TenantLimits>);
+
+impl Default for LimitsCache {
+    fn default() -> Self {
+        LimitsCache(
+            moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(CACHE_FOR)
+                .build(),
+        )
+    }
+}
 
 /// The tenant's limits, each field filled from the configured defaults.
 pub async fn effective(state: &AppState, tenant: &TenantCtx) -> ApiResult<TenantLimits> {
-    let mut cache = state.limits_cache.0.lock().await;
-    if let Some((at, limits)) = cache.get(&tenant.id) {
-        if at.elapsed() < CACHE_FOR {
-            return Ok(limits.clone());
-        }
+    if let Some(limits) = state.limits_cache.0.get(&tenant.id) {
+        return Ok(limits);
     }
     let own = state.store.tenant_limits(tenant).await?;
     let d = &state.config.limits;
@@ -58,13 +64,13 @@ pub async fn effective(state: &AppState, tenant: &TenantCtx) -> ApiResult<Tenant
         max_queued_tasks: own.max_queued_tasks.or(d.max_queued_tasks),
         max_services: own.max_services.or(d.max_services),
     };
-    cache.insert(tenant.id, (Instant::now(), limits.clone()));
+    state.limits_cache.0.insert(tenant.id, limits.clone());
     Ok(limits)
 }
 
 /// Forgets a tenant's cached limits (they were just changed here).
-pub async fn forget(state: &AppState, tenant: &TenantCtx) {
-    state.limits_cache.0.lock().await.remove(&tenant.id);
+pub fn forget(state: &AppState, tenant: &TenantCtx) {
+    state.limits_cache.0.invalidate(&tenant.id);
 }
 
 /// Charges the request to the key's and the tenant's budgets. `Some(response)` is the

@@ -3,6 +3,11 @@
 use anyhow::Context;
 use ris_api::{app::App, config::Config};
 
+/// mimalloc, in every RIS binary: under load glibc's malloc took a fifth of `ris-api`'s
+/// CPU (fastbin consolidation on every larger allocation); see docs/benchmarks.md.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     ris_runtime::init_tracing();

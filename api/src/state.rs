@@ -25,6 +25,8 @@ pub struct Inner {
     pub brokers: TenantBrokers,
     /// Appends audit entries in batches ([`crate::audit::AuditWriter`]).
     pub audit: crate::audit::AuditWriter,
+    /// API keys and finished tasks' bodies ([`crate::cache`]).
+    pub caches: crate::cache::Caches,
     /// Tenants' rate limits and quotas, briefly cached ([`crate::limits`]).
     pub limits_cache: crate::limits::LimitsCache,
     /// Tenants' queued-task counts, briefly cached ([`crate::limits`]).

@@ -144,7 +144,7 @@ pub async fn task_ended(
     publisher: &Publisher,
     task: &TaskRecord,
 ) {
-    if !task.state.is_terminal() {
+    if !task.state.is_terminal() || !task.awaits_reply {
         return;
     }
     let target = until_ok("reply_target", &ctx.shutdown, || {

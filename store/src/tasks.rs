@@ -49,6 +49,9 @@ pub struct TaskRecord {
     pub next_placement_at: DateTime<Utc>,
     /// The fleet job this task is a child of.
     pub job_id: Option<JobId>,
+    /// An integration asked for the outcome on its reply queue
+    /// ([`crate::IntegrationRepo::reply_target`] says where).
+    pub awaits_reply: bool,
 }
 
 /// What [`TaskRepo::insert_task`] did.
@@ -84,7 +87,8 @@ pub struct TaskFilter {
 macro_rules! task_columns {
     () => {
         "id, tenant_id, state, request, attempts, agent_id, reason, result, idempotency_key, \
-         queue_deadline, created_at, updated_at, cancel_requested_at, next_placement_at, job_id"
+         queue_deadline, created_at, updated_at, cancel_requested_at, next_placement_at, job_id, \
+         reply_to IS NOT NULL AS awaits_reply"
     };
 }
 pub(crate) use task_columns;
@@ -106,6 +110,7 @@ pub(crate) struct TaskRow {
     cancel_requested_at: Option<DateTime<Utc>>,
     next_placement_at: DateTime<Utc>,
     job_id: Option<Uuid>,
+    awaits_reply: bool,
 }
 
 pub(crate) fn parse_state(s: &str) -> Result<TaskState, StoreError> {
@@ -136,6 +141,7 @@ impl TryFrom<TaskRow> for TaskRecord {
             cancel_requested_at: r.cancel_requested_at,
             next_placement_at: r.next_placement_at,
             job_id: r.job_id.map(JobId),
+            awaits_reply: r.awaits_reply,
         })
     }
 }

@@ -105,3 +105,24 @@ async fn tenant_a_cannot_read_or_touch_tenant_b() {
         .unwrap();
     assert!(key.get("revoked_at").is_none(), "{key}");
 }
+
+#[tokio::test]
+async fn a_finished_task_read_by_its_tenant_stays_hidden_from_others() {
+    let system = System::start().await;
+    let a = system.tenant().await;
+    let b = system.tenant().await;
+    let task = b.submit(queued_task()).await;
+    let (status, body) = b
+        .request(Method::POST, &format!("/v1/tasks/{task}/cancel"), None)
+        .await;
+    assert!(status.is_success(), "{body}");
+    // Finished: B's read puts the body in the API's finished-task cache.
+    let path = format!("/v1/tasks/{task}");
+    for _ in 0..2 {
+        let view = b.get(&path).await;
+        assert_eq!(view["state"], "cancelled", "{view}");
+    }
+    let (status, body) = a.request(Method::GET, &path, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert!(!body.to_string().contains(&b.name), "{body}");
+}

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
-use ris_tests::System;
+use ris_tests::{System, SystemOptions};
 use serde_json::json;
 
 fn queued_task() -> serde_json::Value {
@@ -180,4 +180,38 @@ async fn key_roles_are_checked_at_creation() {
         .request(Method::PUT, "/v1/settings", Some(json!({})))
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+#[tokio::test]
+async fn a_key_revoked_through_one_api_instance_stops_working_on_the_others() {
+    let system = System::start_with(SystemOptions {
+        apis: 2,
+        ..SystemOptions::default()
+    })
+    .await;
+    let admin = system.tenant().await;
+    let (id, key) = admin.create_key("viewer", None).await;
+    let mut elsewhere = admin.with_key(&key);
+    elsewhere.api_url = system.api_urls[1].clone();
+    // The second instance has read (and cached) the key.
+    elsewhere.get("/v1/tasks").await;
+
+    let (status, _) = admin
+        .request(Method::DELETE, &format!("/v1/api-keys/{id}"), None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    // It keeps a key's record for `credential_cache_ms` (2 s by default) at most.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(6);
+    loop {
+        let (status, body) = elsewhere.request(Method::GET, "/v1/tasks", None).await;
+        if status == StatusCode::UNAUTHORIZED {
+            break;
+        }
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a revoked key still works on another API instance after 6 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

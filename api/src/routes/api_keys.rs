@@ -150,6 +150,7 @@ async fn revoke(
     if !state.store.revoke_api_key(&tenant, id).await? {
         return Err(ApiError::not_found("api key"));
     }
+    state.caches.forget_credential(id);
     tracing::info!(tenant = %tenant.name, key_id = %id, "api key revoked");
     let note = AuditNote {
         tenant: Some(tenant),

@@ -60,7 +60,7 @@ async fn update(
         }
     }
     state.store.set_tenant_limits(&tenant, &limits).await?;
-    crate::limits::forget(&state, &tenant).await;
+    crate::limits::forget(&state, &tenant);
     tracing::info!(?limits, "tenant limits set");
     Ok(Json(limits))
 }

@@ -186,18 +186,39 @@ async fn publish_submission(
     }
 }
 
+/// A finished task's body is served from [`crate::cache`] once read: it never changes.
 async fn show(
     State(state): State<AppState>,
     caller: TenantCaller,
     Path(id): Path<String>,
-) -> ApiResult<Json<TaskView>> {
+) -> ApiResult<Response> {
     let id: TaskId = parse_param("id", &id)?;
-    let task = state
-        .store
-        .get_task(&caller.tenant, id)
-        .await?
-        .ok_or(ApiError::not_found("task"))?;
-    Ok(Json(task_view(task)))
+    let tenant = caller.tenant.id;
+    let body = match state.caches.finished_task(tenant, id) {
+        Some(body) => body,
+        None => {
+            let task = state
+                .store
+                .get_task(&caller.tenant, id)
+                .await?
+                .ok_or(ApiError::not_found("task"))?;
+            let finished = task.state.is_terminal();
+            let json = serde_json::to_vec(&task_view(task)).map_err(|e| ApiError::internal(&e))?;
+            let body = axum::body::Bytes::from(json);
+            if finished {
+                state.caches.keep_finished_task(tenant, id, body.clone());
+            }
+            body
+        }
+    };
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response())
 }
 
 #[derive(Debug, Deserialize)]

@@ -85,6 +85,7 @@ async fn remove(
     if state.store.delete_tenant(&name).await? {
         tracing::info!("tenant deleted");
     }
+    state.caches.forget_all();
     state.presence.purge_tenant(&name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
