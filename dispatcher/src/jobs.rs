@@ -62,23 +62,29 @@ pub async fn step(
     publisher: &Publisher,
     id: JobId,
 ) -> Result<(), Stop<StoreError>> {
-    let Some(job) = announce(ctx, tenant, publisher, id).await? else {
+    let Some(mut job) = announce(ctx, tenant, publisher, id).await? else {
         return Ok(());
     };
     if job.state == JobState::Running && job.count("waiting") > 0 {
         release_waiting(ctx, tenant, &job).await?;
+        job = match until_ok("get_job", &ctx.shutdown, || ctx.store.get_job(tenant, id)).await? {
+            Some(job) => job,
+            None => return Ok(()),
+        };
     }
-    let job = match until_ok("get_job", &ctx.shutdown, || ctx.store.get_job(tenant, id)).await? {
-        Some(job) => job,
-        None => return Ok(()),
-    };
-    if job.wants_children() {
+    let dispatching = job.wants_children();
+    if dispatching {
         dispatch(ctx, tenant, publisher, id).await?;
     }
-    if job.state.is_stopping() && job.ended_at.is_none() {
+    let stopping = job.state.is_stopping() && job.ended_at.is_none();
+    if stopping {
         stop_children(ctx, tenant, publisher, &job).await?;
     }
-    announce(ctx, tenant, publisher, id).await?;
+    // What was done here may have changed the job (its last child dispatched or
+    // stopped); otherwise the first announcement saw it as it is.
+    if dispatching || stopping {
+        announce(ctx, tenant, publisher, id).await?;
+    }
     Ok(())
 }
 

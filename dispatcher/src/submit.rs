@@ -54,11 +54,29 @@ pub async fn handle(
             Ok(reply) => reply,
             Err(reason) => return dead_letter(publisher, &delivery, &reason).await,
         };
-    let inserted = match until_ok("insert_task", &ctx.shutdown, || {
-        ctx.store.insert_task(tenant, task_id, &request, None)
+    // Most submissions come from the API, which stored the task before publishing it:
+    // a read finds it with one statement less than an insert that conflicts.
+    let stored = match until_ok("get_task", &ctx.shutdown, || {
+        ctx.store.get_task(tenant, task_id)
     })
     .await
     {
+        Ok(stored) => stored,
+        Err(Stop::Shutdown) => return Handled::Released,
+        Err(Stop::Failed(err)) => {
+            return dead_letter(publisher, &delivery, &format!("submission refused: {err}")).await
+        }
+    };
+    let inserted = match stored {
+        Some(task) => Ok(Inserted::Existing(task)),
+        None => {
+            until_ok("insert_task", &ctx.shutdown, || {
+                ctx.store.insert_task(tenant, task_id, &request, None)
+            })
+            .await
+        }
+    };
+    let inserted = match inserted {
         Ok(inserted) => inserted,
         Err(Stop::Shutdown) => return Handled::Released,
         Err(Stop::Failed(err)) => {

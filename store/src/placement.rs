@@ -32,19 +32,15 @@ pub(crate) async fn begin_attempt(
     if let Err(refusal) = check(&current, None, TaskState::Routing) {
         return Ok(refusal.into());
     }
-    // A child of a job that stopped dispatching is cancelled instead of placed. The job
-    // row lock waits for a change that is halting the job, and holds off the next. (Not
-    // a share lock: the placement's own change takes the row lock through the counts
-    // trigger, and two placements upgrading share locks would deadlock.)
-    if let Some(stopped) = job_stopped(&mut tx, &current).await? {
-        let change = Change {
-            reason: Some(stopped.to_owned()),
-            detail: serde_json::json!({ "job_id": current.job_id }),
-            ..Change::new(&current, TaskState::Cancelled, Duration::ZERO)
-        };
-        let record = apply(&mut tx, &current, change).await?;
-        tx.commit().await?;
-        return Ok(TransitionOutcome::Applied(record));
+    // A child of a job that stopped dispatching is cancelled instead of placed. The
+    // share lock on the job row waits for a change that is halting the job (which takes
+    // it exclusively) and holds off the next, while the job's other placements go on
+    // (moving to `routing` does not lock the job row: 20250200000000_job_active_bucket).
+    if job_stopped(&mut tx, &current, "FOR SHARE").await?.is_some() {
+        // Cancelling is a final change, which locks the job row exclusively: not while
+        // holding the share lock, which another such placement may hold too.
+        tx.rollback().await?;
+        return cancel_stopped_child(store, tenant, id).await;
     }
     let change = Change {
         attempts: current.attempts.saturating_add(1),
@@ -56,24 +52,55 @@ pub(crate) async fn begin_attempt(
     Ok(TransitionOutcome::Applied(record))
 }
 
+/// Cancels a child about to be placed whose job stopped dispatching.
+async fn cancel_stopped_child(
+    store: &PgStore,
+    tenant: &TenantCtx,
+    id: TaskId,
+) -> Result<TransitionOutcome, StoreError> {
+    let mut tx = store.tenant_tx(tenant).await?;
+    let Some(current) = lock_task(&mut tx, tenant, id).await? else {
+        return Ok(TransitionOutcome::NotFound);
+    };
+    if let Err(refusal) = check(&current, None, TaskState::Cancelled) {
+        return Ok(refusal.into());
+    }
+    // A stopped job never runs again, and deleting it deletes its children.
+    let Some(stopped) = job_stopped(&mut tx, &current, "FOR UPDATE").await? else {
+        return Err(StoreError::Corrupt(format!(
+            "the job of task {id} stopped dispatching, then no longer had"
+        )));
+    };
+    let change = Change {
+        reason: Some(stopped.to_owned()),
+        detail: serde_json::json!({ "job_id": current.job_id }),
+        ..Change::new(&current, TaskState::Cancelled, Duration::ZERO)
+    };
+    let record = apply(&mut tx, &current, change).await?;
+    tx.commit().await?;
+    Ok(TransitionOutcome::Applied(record))
+}
+
 /// Reason given to children of a job that halted or was cancelled before they started.
 pub const JOB_HALTED: &str = "job_halted";
 pub const JOB_CANCELLED: &str = "job_cancelled";
 
 /// For a child of a job that no longer dispatches: the reason to cancel it with.
+/// `lock` is `FOR SHARE` or `FOR UPDATE`.
 async fn job_stopped(
     conn: &mut sqlx::PgConnection,
     task: &TaskRecord,
+    lock: &'static str,
 ) -> Result<Option<&'static str>, StoreError> {
     let Some(job) = task.job_id else {
         return Ok(None);
     };
-    let state: Option<(String,)> =
-        sqlx::query_as("SELECT state FROM jobs WHERE tenant_id = $1 AND id = $2 FOR UPDATE")
-            .bind(task.tenant_id)
-            .bind(job.0)
-            .fetch_optional(&mut *conn)
-            .await?;
+    let sql = format!("SELECT state FROM jobs WHERE tenant_id = $1 AND id = $2 {lock}");
+    let state: Option<(String,)> = sqlx::query_as(&sql)
+        .bind(task.tenant_id)
+        .bind(job.0)
+        .fetch_optional(&mut *conn)
+        .await?;
     Ok(match state.as_ref().map(|(s,)| s.as_str()) {
         Some("running") | None => None,
         Some("cancelled") => Some(JOB_CANCELLED),

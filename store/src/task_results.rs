@@ -8,7 +8,7 @@ use serde_json::json;
 use sqlx::types::Json;
 
 use crate::pg::to_i32;
-use crate::transitions::{apply, check, lock_task, Change, Refusal};
+use crate::transitions::{apply, check, lock_job_of, lock_task, Change, Refusal};
 use crate::{PgStore, StoreError, TaskRecord, TenantCtx};
 
 // Returned once per call and matched at once, never stored in bulk: boxing the
@@ -103,6 +103,7 @@ pub(crate) async fn record_result(
             // there was no start to record.
             let unrun = result.reason.as_deref() == Some(NOT_STARTED);
             let current = if current.state == TaskState::Routing && !unrun {
+                lock_job_of(&mut tx, &current).await?;
                 let started = Change {
                     detail: json!({ "started_at": finished.started_at, "from": "result" }),
                     ..Change::new(&current, TaskState::Executing, Duration::ZERO)

@@ -75,6 +75,26 @@ pub(crate) async fn lock_task(
     row.map(TaskRecord::try_from).transpose()
 }
 
+/// Locks the row of the task's job, if it is a job's child, until the transaction ends.
+///
+/// A child's final change locks its job's row, then its target row; a move between live
+/// states locks only the target row (migration 20250200000000_job_active_bucket.sql). A
+/// transaction that makes both kinds of change to a child takes this first, so that it
+/// too locks the job row before the target row.
+pub(crate) async fn lock_job_of(
+    conn: &mut PgConnection,
+    task: &TaskRecord,
+) -> Result<(), StoreError> {
+    if let Some(job) = task.job_id {
+        sqlx::query("SELECT 1 FROM jobs WHERE tenant_id = $1 AND id = $2 FOR UPDATE")
+            .bind(task.tenant_id)
+            .bind(job.0)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
 /// A change already allowed by [`TaskState::transition`], ready to be written.
 pub(crate) struct Change {
     pub to: TaskState,

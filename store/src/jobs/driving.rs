@@ -263,13 +263,20 @@ impl JobDriving for PgStore {
         id: JobId,
     ) -> Result<Option<(JobRecord, Vec<String>)>, StoreError> {
         let mut tx = self.tenant_tx(tenant).await?;
+        // Most calls find everything announced: look before taking the row lock, which
+        // every child's state change takes in turn. A change committed after this read
+        // is announced by whoever made it (or by the job sweep).
+        let Some(row) = job_row(&mut tx, tenant, id, false).await? else {
+            return Ok(None);
+        };
+        let (job, previous, key) = announcement(row)?;
+        if previous.as_deref() == Some(key.as_str()) {
+            return Ok(Some((job, Vec::new())));
+        }
         let Some(row) = lock_job(&mut tx, tenant, id).await? else {
             return Ok(None);
         };
-        let previous = row.announced.clone();
-        let job = JobRecord::try_from(row)?;
-        let ended = job.ended_at.is_some();
-        let key = announce_key(job.state, ended);
+        let (job, previous, key) = announcement(row)?;
         if previous.as_deref() == Some(key.as_str()) {
             return Ok(Some((job, Vec::new())));
         }
@@ -279,7 +286,7 @@ impl JobDriving for PgStore {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        let events = announcements(previous.as_deref(), job.state, ended);
+        let events = announcements(previous.as_deref(), job.state, job.ended_at.is_some());
         Ok(Some((job, events)))
     }
 
@@ -324,6 +331,14 @@ impl JobDriving for PgStore {
             })
             .collect()
     }
+}
+
+/// The job, the announcement key recorded last, and the key it has now.
+fn announcement(row: JobRow) -> Result<(JobRecord, Option<String>, String), StoreError> {
+    let previous = row.announced.clone();
+    let job = JobRecord::try_from(row)?;
+    let key = announce_key(job.state, job.ended_at.is_some());
+    Ok((job, previous, key))
 }
 
 /// The announcement key of a job: its state, `:ended` once ended.

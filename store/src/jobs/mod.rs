@@ -157,10 +157,13 @@ impl JobCursor {
     }
 }
 
+// `counts` as stored counts a dispatched child's live states as one bucket, `active`;
+// `ris_job_counts` splits it by the children's states (migration
+// 20250200000000_job_active_bucket.sql).
 macro_rules! job_columns {
     () => {
         "id, tenant_id, state, request, max_concurrency, max_errors, cancel_running_on_halt, \
-         target_count, counts, errors, unsettled, reason, halting_at, halted_at, cancelled_at, \
+         target_count, ris_job_counts(id, counts) AS counts, errors, unsettled, reason, halting_at, halted_at, cancelled_at, \
          started_at, wait_until, ended_at, announced, created_at, updated_at"
     };
 }
@@ -231,20 +234,37 @@ impl TryFrom<JobRow> for JobRecord {
     }
 }
 
+/// The job's row, locked until the transaction ends.
 pub(super) async fn lock_job(
     conn: &mut PgConnection,
     tenant: &TenantCtx,
     id: JobId,
 ) -> Result<Option<JobRow>, StoreError> {
-    let row: Option<JobRow> = sqlx::query_as(concat!(
+    job_row(conn, tenant, id, true).await
+}
+
+/// The job's row, locked (`FOR UPDATE`) or not.
+pub(super) async fn job_row(
+    conn: &mut PgConnection,
+    tenant: &TenantCtx,
+    id: JobId,
+    lock: bool,
+) -> Result<Option<JobRow>, StoreError> {
+    const SELECT: &str = concat!(
+        "SELECT ",
+        job_columns!(),
+        " FROM jobs WHERE tenant_id = $1 AND id = $2"
+    );
+    const LOCK: &str = concat!(
         "SELECT ",
         job_columns!(),
         " FROM jobs WHERE tenant_id = $1 AND id = $2 FOR UPDATE"
-    ))
-    .bind(tenant.id)
-    .bind(id.0)
-    .fetch_optional(&mut *conn)
-    .await?;
+    );
+    let row: Option<JobRow> = sqlx::query_as(if lock { LOCK } else { SELECT })
+        .bind(tenant.id)
+        .bind(id.0)
+        .fetch_optional(&mut *conn)
+        .await?;
     Ok(row)
 }
 
@@ -261,16 +281,10 @@ pub(super) async fn fetch_job(
     tenant: &TenantCtx,
     id: JobId,
 ) -> Result<Option<JobRecord>, StoreError> {
-    let row: Option<JobRow> = sqlx::query_as(concat!(
-        "SELECT ",
-        job_columns!(),
-        " FROM jobs WHERE tenant_id = $1 AND id = $2"
-    ))
-    .bind(tenant.id)
-    .bind(id.0)
-    .fetch_optional(&mut *conn)
-    .await?;
-    row.map(JobRecord::try_from).transpose()
+    job_row(conn, tenant, id, false)
+        .await?
+        .map(JobRecord::try_from)
+        .transpose()
 }
 
 /// Moves every target of the job in state `from` to `to`, counts included.
