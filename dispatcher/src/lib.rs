@@ -15,6 +15,7 @@
 //! - [`worker`]: one tenant's AMQP connection and its two consumers.
 //! - [`submit`]: handles a submission from `ris.submit`.
 //! - [`results`]: handles an agent report from `ris.results`.
+//! - [`report_batcher`]: applies those reports in batches (group commit).
 //! - [`dead_letters`]: moves what reaches `ris.dead` into PostgreSQL for the API.
 //! - [`jobs`]: drives fleet jobs: dispatches children, stops them on halt or cancel.
 //! - [`placement`]: chooses an agent by load and hands it the task.
@@ -44,6 +45,7 @@ pub mod placement;
 pub mod reaper;
 pub mod recovery;
 pub mod replies;
+pub mod report_batcher;
 pub mod results;
 pub mod retry;
 pub mod services;

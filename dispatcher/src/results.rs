@@ -12,13 +12,12 @@ use ris_broker::lapin::message::Delivery;
 use ris_broker::{names, Publisher, RESULTS_QUEUE};
 use ris_schemas::event::Event;
 use ris_schemas::messages::{Executing, Finished, OutputChunk, ResultMessage};
-use ris_schemas::task::TaskResult;
 use ris_schemas::task::TaskState;
-use ris_store::{ResultOutcome, StoreError, TaskRecord, TenantCtx, Transition, TransitionOutcome};
+use ris_store::{ResultOutcome, StoreError, TenantCtx, Transition, TransitionOutcome};
 
 use crate::context::Context;
 use crate::events;
-use crate::recovery;
+use crate::report_batcher::ReportBatcher;
 use crate::retry::{until_ok, Stop};
 use crate::submit::{ack, dead_letter_from, Handled};
 
@@ -27,6 +26,7 @@ pub async fn handle(
     ctx: &Context,
     tenant: &TenantCtx,
     publisher: &Publisher,
+    batcher: &ReportBatcher,
     delivery: Delivery,
 ) -> Handled {
     let report: ResultMessage = match serde_json::from_slice(&delivery.data) {
@@ -58,8 +58,8 @@ pub async fn handle(
         return reject(publisher, &delivery, &reason).await;
     }
     let handled = match report {
-        ResultMessage::Executing(e) => executing(ctx, tenant, publisher, &e).await,
-        ResultMessage::Finished(f) => finished(ctx, tenant, publisher, &f).await,
+        ResultMessage::Executing(e) => executing(ctx, tenant, publisher, batcher, &e).await,
+        ResultMessage::Finished(f) => finished(ctx, tenant, publisher, batcher, &f).await,
         ResultMessage::Output(chunk) => {
             relay_output(publisher, tenant, chunk).await;
             Ok(true)
@@ -96,21 +96,17 @@ async fn executing(
     ctx: &Context,
     tenant: &TenantCtx,
     publisher: &Publisher,
+    batcher: &ReportBatcher,
     e: &Executing,
 ) -> Result<bool, Stop<StoreError>> {
-    let transition = || {
-        ctx.store.transition_task(
-            tenant,
-            e.task_id,
-            Transition {
-                to: TaskState::Executing,
-                attempt: Some(e.attempt),
-                agent_id: Some(e.agent_id),
-                reason: None,
-                detail: serde_json::json!({ "started_at": e.started_at }),
-            },
-        )
+    let change = Transition {
+        to: TaskState::Executing,
+        attempt: Some(e.attempt),
+        agent_id: Some(e.agent_id),
+        reason: None,
+        detail: serde_json::json!({ "started_at": e.started_at }),
     };
+    let transition = || batcher.transition(e.task_id, change.clone());
     match until_ok("transition_task", &ctx.shutdown, transition).await? {
         TransitionOutcome::Applied(task) => {
             events::task_changed(publisher, &tenant.name, &task).await
@@ -126,24 +122,10 @@ async fn finished(
     ctx: &Context,
     tenant: &TenantCtx,
     publisher: &Publisher,
+    batcher: &ReportBatcher,
     f: &Finished,
 ) -> Result<bool, Stop<StoreError>> {
-    let default = recovery::tenant_default(ctx, tenant).await;
-    let decide = |task: &TaskRecord, result: &TaskResult| {
-        if task.cancel_requested_at.is_some() {
-            return None; // an operator asked it to stop: do not start it again
-        }
-        let why = recovery::retry_cause(result)?;
-        recovery::retry_delay(
-            &recovery::policy_of(task, default.as_ref()),
-            why,
-            task.attempts,
-        )
-    };
-    let outcome = until_ok("record_result", &ctx.shutdown, || {
-        ctx.store.record_result_or_retry(tenant, f, &decide)
-    })
-    .await?;
+    let outcome = until_ok("record_result", &ctx.shutdown, || batcher.result(f)).await?;
     if let Err(err) = ctx
         .presence
         .inflight_done(&tenant.name, f.agent_id, f.task_id)

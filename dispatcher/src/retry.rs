@@ -19,7 +19,7 @@ pub trait Transient: std::fmt::Display {
 
 impl Transient for ris_store::StoreError {
     fn is_transient(&self) -> bool {
-        self.is_unavailable()
+        self.is_unavailable() || self.is_conflict()
     }
 }
 

@@ -95,8 +95,10 @@ async fn serve(
     let submit_loop = deliveries(submissions, stop).for_each_concurrent(limit, |delivery| {
         submit::handle(ctx, &tenant_ctx, &publisher, delivery).map(drop)
     });
+    // The results handlers' store changes are committed in batches.
+    let batcher = crate::report_batcher::ReportBatcher::start(ctx.clone(), tenant_ctx.clone());
     let results_loop = deliveries(reports, stop).for_each_concurrent(limit, |delivery| {
-        results::handle(ctx, &tenant_ctx, &publisher, delivery).map(drop)
+        results::handle(ctx, &tenant_ctx, &publisher, &batcher, delivery).map(drop)
     });
     let dead_limit = usize::from(dead_letters::PREFETCH);
     let dead_loop = deliveries(dead, stop).for_each_concurrent(dead_limit, |delivery| {

@@ -43,6 +43,13 @@ impl StoreError {
         }
     }
 
+    /// PostgreSQL rolled the transaction back to resolve a conflict with another one (a
+    /// deadlock, or a serialization failure): running it again may succeed.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, StoreError::Db(sqlx::Error::Database(e))
+            if e.code().is_some_and(|c| c.starts_with("40")))
+    }
+
     pub(crate) fn corrupt(what: &str, err: impl std::fmt::Display) -> Self {
         StoreError::Corrupt(format!("{what}: {err}"))
     }

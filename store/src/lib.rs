@@ -37,6 +37,7 @@
 //! - [`placement`]: placing tasks: claims, attempts, requeues, queue expiry.
 //! - [`cancel`]: cancelling a task through the API.
 //! - [`task_results`]: recording (deduplicated) results.
+//! - [`reports`]: agents' reports applied in batches (group commit).
 //! - [`recovery`]: retries, agent loss, assignments that never started.
 //! - [`integrations`]: integrations, and where a task's final outcome is sent.
 //! - [`dead_letters`]: messages parked on `ris.dead`, for listing and replay.
@@ -73,6 +74,7 @@ pub mod limits;
 pub mod pg;
 pub mod placement;
 pub mod recovery;
+pub mod reports;
 pub mod service_changes;
 pub mod service_instances;
 pub mod service_sync;
@@ -101,6 +103,7 @@ pub use jobs::{
 pub use limits::LimitsRepo;
 pub use pg::PgStore;
 pub use recovery::{AttemptResult, RecoveryRepo};
+pub use reports::{Report, ReportOutcome, MAX_REPORT_BATCH};
 pub use service_instances::{InstanceRecord, StatusOutcome};
 pub use service_sync::{SyncState, SyncStep};
 pub use services::{

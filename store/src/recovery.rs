@@ -50,6 +50,17 @@ pub trait RecoveryRepo: Send + Sync {
         finished: &Finished,
         retry: RetryDecision<'_>,
     ) -> Result<ResultOutcome, StoreError>;
+    /// Applies agents' reports — state changes such as `executing`, and results — in
+    /// one transaction, each as [`crate::TaskRepo::transition_task`] or
+    /// [`RecoveryRepo::record_result_or_retry`] would alone (see [`crate::reports`]).
+    /// Outcomes are in the reports' order. All or nothing: after an error, nothing of
+    /// the batch is kept.
+    async fn apply_reports(
+        &self,
+        tenant: &TenantCtx,
+        reports: &[crate::Report],
+        retry: RetryDecision<'_>,
+    ) -> Result<Vec<crate::ReportOutcome>, StoreError>;
     /// The attempt `attempt` is over without a result (its agent was lost): to
     /// `retrying` (next attempt after `delay`) when `delay` is `Some`, else `failed`;
     /// `reason` either way. Fenced by attempt.
@@ -109,6 +120,16 @@ impl RecoveryRepo for PgStore {
         retry: RetryDecision<'_>,
     ) -> Result<ResultOutcome, StoreError> {
         task_results::record_result(self, tenant, finished, retry).await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(tenant = %tenant.name, reports = reports.len()))]
+    async fn apply_reports(
+        &self,
+        tenant: &TenantCtx,
+        reports: &[crate::Report],
+        retry: RetryDecision<'_>,
+    ) -> Result<Vec<crate::ReportOutcome>, StoreError> {
+        crate::reports::apply_reports(self, tenant, reports, retry).await
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(tenant = %tenant.name, task_id = %id))]

@@ -9,6 +9,8 @@ use sqlx::types::Json;
 
 use crate::pg::to_i32;
 use crate::transitions::{apply, check, lock_job_of, lock_task, Change, Refusal};
+use sqlx::PgConnection;
+
 use crate::{PgStore, StoreError, TaskRecord, TenantCtx};
 
 // Returned once per call and matched at once, never stored in bulk: boxing the
@@ -57,11 +59,24 @@ pub(crate) async fn record_result(
     finished: &Finished,
     retry: RetryDecision<'_>,
 ) -> Result<ResultOutcome, StoreError> {
-    let result = &finished.result;
     let mut tx = store.tenant_tx(tenant).await?;
+    let outcome = record_result_in(&mut tx, tenant, finished, retry).await?;
+    // Committed whatever the outcome: the result row is kept.
+    tx.commit().await?;
+    Ok(outcome)
+}
+
+/// [`record_result`] inside the caller's tenant transaction.
+pub(crate) async fn record_result_in(
+    tx: &mut PgConnection,
+    tenant: &TenantCtx,
+    finished: &Finished,
+    retry: RetryDecision<'_>,
+) -> Result<ResultOutcome, StoreError> {
+    let result = &finished.result;
     // Lock first: results of one task are then recorded one at a time, and a result for
     // an unknown (or another tenant's) task is refused before anything is written.
-    let Some(current) = lock_task(&mut tx, tenant, finished.task_id).await? else {
+    let Some(current) = lock_task(&mut *tx, tenant, finished.task_id).await? else {
         return Ok(ResultOutcome::NotFound);
     };
     let inserted = sqlx::query(
@@ -103,12 +118,12 @@ pub(crate) async fn record_result(
             // there was no start to record.
             let unrun = result.reason.as_deref() == Some(NOT_STARTED);
             let current = if current.state == TaskState::Routing && !unrun {
-                lock_job_of(&mut tx, &current).await?;
+                lock_job_of(&mut *tx, &current).await?;
                 let started = Change {
                     detail: json!({ "started_at": finished.started_at, "from": "result" }),
                     ..Change::new(&current, TaskState::Executing, Duration::ZERO)
                 };
-                apply(&mut tx, &current, started).await?
+                apply(&mut *tx, &current, started).await?
             } else {
                 current
             };
@@ -118,10 +133,8 @@ pub(crate) async fn record_result(
                 detail: result_detail(result, retry_in),
                 ..Change::new(&current, to, retry_in.unwrap_or(Duration::ZERO))
             };
-            ResultOutcome::Applied(apply(&mut tx, &current, change).await?)
+            ResultOutcome::Applied(apply(&mut *tx, &current, change).await?)
         }
     };
-    // Committed whatever the outcome: the result row is kept.
-    tx.commit().await?;
     Ok(outcome)
 }

@@ -202,7 +202,19 @@ pub(crate) async fn transition_task(
     t: Transition,
 ) -> Result<TransitionOutcome, StoreError> {
     let mut tx = store.tenant_tx(tenant).await?;
-    let Some(current) = lock_task(&mut tx, tenant, id).await? else {
+    let outcome = transition_in(&mut tx, tenant, id, t).await?;
+    tx.commit().await?;
+    Ok(outcome)
+}
+
+/// [`transition_task`] inside the caller's tenant transaction.
+pub(crate) async fn transition_in(
+    conn: &mut PgConnection,
+    tenant: &TenantCtx,
+    id: TaskId,
+    t: Transition,
+) -> Result<TransitionOutcome, StoreError> {
+    let Some(current) = lock_task(conn, tenant, id).await? else {
         return Ok(TransitionOutcome::NotFound);
     };
     if let Err(refusal) = check(&current, t.attempt, t.to) {
@@ -214,8 +226,7 @@ pub(crate) async fn transition_task(
         detail: t.detail,
         ..Change::new(&current, t.to, Duration::ZERO)
     };
-    let record = apply(&mut tx, &current, change).await?;
-    tx.commit().await?;
+    let record = apply(conn, &current, change).await?;
     Ok(TransitionOutcome::Applied(record))
 }
 
