@@ -1,5 +1,6 @@
 //! Recording results, deduplicated by `(task_id, attempt)`.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use ris_schemas::messages::Finished;
@@ -52,6 +53,36 @@ fn result_detail(result: &TaskResult, retry_in: Option<Duration>) -> serde_json:
     detail
 }
 
+/// The result as PostgreSQL can store it: `jsonb` cannot hold U+0000, which a
+/// command's output may well contain, so each one in a string becomes U+FFFD (the
+/// replacement character). Without this the result of `printf '\0'` could not be
+/// recorded at all.
+fn storable(result: &TaskResult) -> Result<Cow<'_, TaskResult>, StoreError> {
+    let mut value = serde_json::to_value(result).map_err(|e| StoreError::corrupt("result", e))?;
+    if !replace_nul(&mut value) {
+        return Ok(Cow::Borrowed(result));
+    }
+    serde_json::from_value(value)
+        .map(Cow::Owned)
+        .map_err(|e| StoreError::corrupt("result", e))
+}
+
+/// Replaces U+0000 in every string of `value`; whether there was one.
+fn replace_nul(value: &mut serde_json::Value) -> bool {
+    use serde_json::Value;
+    match value {
+        Value::String(s) if s.contains('\0') => {
+            *s = s.replace('\0', "\u{FFFD}");
+            true
+        }
+        Value::Array(items) => items.iter_mut().fold(false, |any, v| replace_nul(v) | any),
+        Value::Object(fields) => fields
+            .values_mut()
+            .fold(false, |any, v| replace_nul(v) | any),
+        _ => false,
+    }
+}
+
 /// [`crate::RecoveryRepo::record_result_or_retry`].
 pub(crate) async fn record_result(
     store: &PgStore,
@@ -73,7 +104,7 @@ pub(crate) async fn record_result_in(
     finished: &Finished,
     retry: RetryDecision<'_>,
 ) -> Result<ResultOutcome, StoreError> {
-    let result = &finished.result;
+    let result = &*storable(&finished.result)?;
     // Lock first: results of one task are then recorded one at a time, and a result for
     // an unknown (or another tenant's) task is refused before anything is written.
     let Some(current) = lock_task(&mut *tx, tenant, finished.task_id).await? else {

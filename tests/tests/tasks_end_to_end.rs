@@ -44,6 +44,18 @@ async fn shell_and_http_tasks_run_on_real_agents() {
         Some("Linux")
     );
 
+    // Output with NUL bytes (which PostgreSQL's jsonb cannot hold) is recorded, each
+    // NUL as U+FFFD.
+    let nul = tenant
+        .submit(json!({ "target": { "agent_id": eu.id }, "task": { "kind": "shell", "argv": ["printf", "a\\000b"] } }))
+        .await;
+    let task = wait_for_task(&tenant, &nul, "completed").await;
+    assert_eq!(
+        task["result"]["output"]["stdout"].as_str(),
+        Some("a\u{FFFD}b"),
+        "{task:#}"
+    );
+
     // History: every state change, in order, with time.
     let events = tenant.get(&format!("/v1/tasks/{id}/events")).await;
     let states: Vec<&str> = events["items"]
@@ -125,7 +137,7 @@ async fn shell_and_http_tasks_run_on_real_agents() {
     let rest = tenant
         .get(&format!("/v1/tasks?limit=10&cursor={cursor}"))
         .await;
-    assert_eq!(rest["items"].as_array().map(Vec::len), Some(3));
+    assert_eq!(rest["items"].as_array().map(Vec::len), Some(4));
     assert!(rest["next_cursor"].is_null());
     let failed = tenant.get("/v1/tasks?state=failed").await;
     assert_eq!(failed["items"].as_array().map(Vec::len), Some(2));
