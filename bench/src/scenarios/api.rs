@@ -35,17 +35,17 @@ pub async fn run(
         super::submit_all(&tenant, vec![super::noop_selector("bench=yes"); tasks], 16).await?;
     let ids: Vec<String> = sent.into_iter().map(|(id, _)| id).collect();
     events.wait_done(&ids, Duration::from_secs(300)).await?;
-    let paths: Vec<String> = ids.iter().map(|id| format!("/v1/tasks/{id}")).collect();
-    let watch = Watch::start(&[("api", system.api_pid(0))]);
-    let mut task = http_load::run(
-        &tenant.api_url,
-        &tenant.key,
-        Arc::new(paths),
-        concurrency,
-        duration,
-    )
-    .await?;
-    task["processes"] = watch.finish();
+    let get = |paths: Vec<String>| {
+        load(
+            system,
+            &tenant.api_url,
+            &tenant.key,
+            paths,
+            concurrency,
+            duration,
+        )
+    };
+    let task = get(ids.iter().map(|id| format!("/v1/tasks/{id}")).collect()).await?;
     // Tasks no agent matches stay `queued`: their reads go to PostgreSQL every time
     // (finished tasks' bodies are cached by the API, live ones never are).
     let live_body = json!({
@@ -54,30 +54,12 @@ pub async fn run(
         "queue_timeout_secs": 3600,
     });
     let live = super::submit_all(&tenant, vec![live_body; tasks.min(200)], 16).await?;
-    let paths: Vec<String> = live
+    let live_task = get(live
         .iter()
         .map(|(id, _)| format!("/v1/tasks/{id}"))
-        .collect();
-    let watch = Watch::start(&[("api", system.api_pid(0))]);
-    let mut live_task = http_load::run(
-        &tenant.api_url,
-        &tenant.key,
-        Arc::new(paths),
-        concurrency,
-        duration,
-    )
+        .collect())
     .await?;
-    live_task["processes"] = watch.finish();
-    let watch = Watch::start(&[("api", system.api_pid(0))]);
-    let mut list = http_load::run(
-        &tenant.api_url,
-        &tenant.key,
-        Arc::new(vec!["/v1/agents".to_owned()]),
-        concurrency,
-        duration,
-    )
-    .await?;
-    list["processes"] = watch.finish();
+    let list = get(vec!["/v1/agents".to_owned()]).await?;
     for (what, figures) in [
         ("GET /v1/tasks/{id}", &task),
         ("GET /v1/tasks/{id} (live)", &live_task),
@@ -100,4 +82,19 @@ pub async fn run(
     );
     swarm.stop().await;
     Ok((out, human))
+}
+
+/// GETs `paths` for `duration` ([`http_load::run`]), with the API's CPU meanwhile.
+async fn load(
+    system: &System,
+    base: &str,
+    key: &str,
+    paths: Vec<String>,
+    concurrency: usize,
+    duration: Duration,
+) -> anyhow::Result<Value> {
+    let watch = Watch::start(&[("api", system.api_pid(0))]);
+    let mut figures = http_load::run(base, key, Arc::new(paths), concurrency, duration).await?;
+    figures["processes"] = watch.finish();
+    Ok(figures)
 }
