@@ -163,8 +163,9 @@ impl JobCursor {
 macro_rules! job_columns {
     () => {
         "id, tenant_id, state, request, max_concurrency, max_errors, cancel_running_on_halt, \
-         target_count, ris_job_counts(id, counts) AS counts, errors, unsettled, reason, halting_at, halted_at, cancelled_at, \
-         started_at, wait_until, ended_at, announced, created_at, updated_at"
+         target_count, ris_job_counts(id, counts) AS counts, errors, unsettled, reason, \
+         halting_at, halted_at, cancelled_at, started_at, wait_until, ended_at, announced, \
+         created_at, updated_at"
     };
 }
 
