@@ -14,9 +14,9 @@ use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::Response;
 use chrono::Utc;
 use futures::future::join_all;
+use ris_runtime::batch::Batcher;
 use ris_schemas::security::AuditOutcome;
 use ris_store::{DynStore, NewAuditEntry, TenantCtx, MAX_AUDIT_BATCH};
-use tokio::sync::{mpsc, oneshot};
 
 use crate::state::AppState;
 
@@ -132,69 +132,60 @@ pub async fn record(
 /// Entries waiting for the writer, at most; a request finding the queue full waits.
 const QUEUE: usize = 8192;
 
-/// One entry waiting to be written, and who waits for it.
-struct Pending {
-    entry: NewAuditEntry,
-    done: oneshot::Sender<Result<(), String>>,
-}
-
-/// Appends audit entries in batches: whatever accumulated while the previous batch was
-/// being written goes in the next, grouped by chain, chains written concurrently.
+/// Appends audit entries in batches ([`ris_runtime::batch`]): whatever accumulated
+/// while the previous batch was being written goes in the next, grouped by chain,
+/// chains written concurrently.
 #[derive(Clone)]
-pub struct AuditWriter {
-    queue: mpsc::Sender<Pending>,
-}
+pub struct AuditWriter(Batcher<NewAuditEntry, Result<(), String>>);
 
 impl AuditWriter {
     /// Starts the writer task (it ends when every [`AuditWriter`] clone is dropped).
     pub fn start(store: DynStore) -> Self {
-        let (queue, pending) = mpsc::channel(QUEUE);
-        tokio::spawn(write_batches(store, pending));
-        Self { queue }
+        Self(Batcher::start(QUEUE, MAX_AUDIT_BATCH, move |entries| {
+            write_batch(store.clone(), entries)
+        }))
     }
 
     /// Appends `entry`; returns once it is committed (or failed, with why).
     pub async fn append(&self, entry: NewAuditEntry) -> Result<(), String> {
-        let (done, written) = oneshot::channel();
-        self.queue
-            .send(Pending { entry, done })
+        self.0
+            .submit(entry)
             .await
-            .map_err(|_| "the audit writer has stopped".to_owned())?;
-        written
-            .await
-            .map_err(|_| "the audit writer dropped the entry".to_owned())?
+            .unwrap_or_else(|| Err("the audit writer has stopped".to_owned()))
     }
 }
 
-async fn write_batches(store: DynStore, mut pending: mpsc::Receiver<Pending>) {
-    let mut batch = Vec::with_capacity(MAX_AUDIT_BATCH);
-    while pending.recv_many(&mut batch, MAX_AUDIT_BATCH).await > 0 {
-        metrics::histogram!("ris_audit_batch_entries").record(batch.len() as f64);
-        // One group per chain, entries in arrival order.
-        let mut chains: Vec<Vec<Pending>> = Vec::new();
-        for p in batch.drain(..) {
-            let chain = p.entry.tenant.as_ref().map(|t| t.id);
-            match chains
-                .iter_mut()
-                .find(|c| c.first().map(|p| p.entry.tenant.as_ref().map(|t| t.id)) == Some(chain))
-            {
-                Some(group) => group.push(p),
-                None => chains.push(vec![p]),
+/// Writes `entries`, one group per chain (entries in arrival order within it); each
+/// entry's answer is its chain's.
+async fn write_batch(store: DynStore, entries: Vec<NewAuditEntry>) -> Vec<Result<(), String>> {
+    metrics::histogram!("ris_audit_batch_entries").record(entries.len() as f64);
+    // Chains in order of first appearance; each entry's chain as an index into them.
+    let mut chains: Vec<Option<uuid::Uuid>> = Vec::new();
+    let mut groups: Vec<Vec<NewAuditEntry>> = Vec::new();
+    let mut of_chain = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let chain = entry.tenant.as_ref().map(|t| t.id);
+        let i = match chains.iter().position(|c| *c == chain) {
+            Some(i) => i,
+            None => {
+                chains.push(chain);
+                groups.push(Vec::new());
+                groups.len() - 1
             }
+        };
+        groups[i].push(entry);
+        of_chain.push(i);
+    }
+    let written = join_all(groups.into_iter().map(|group| {
+        let store = store.clone();
+        async move {
+            store
+                .append_audit(group)
+                .await
+                .map(drop)
+                .map_err(|e| crate::error::error_chain(&e))
         }
-        join_all(chains.into_iter().map(|group| write_chain(&store, group))).await;
-    }
-}
-
-async fn write_chain(store: &DynStore, group: Vec<Pending>) {
-    let (entries, waiters): (Vec<_>, Vec<_>) = group.into_iter().map(|p| (p.entry, p.done)).unzip();
-    let result = store
-        .append_audit(entries)
-        .await
-        .map(drop)
-        .map_err(|e| crate::error::error_chain(&e));
-    for waiter in waiters {
-        // The request may have gone (client hung up); the entry is written regardless.
-        drop(waiter.send(result.clone()));
-    }
+    }))
+    .await;
+    of_chain.into_iter().map(|c| written[c].clone()).collect()
 }

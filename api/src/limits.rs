@@ -5,8 +5,9 @@
 //! counted in Redis ([`ris_presence::Presence::rate_limit`]), so every instance shares
 //! the same budget.
 
-use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -191,25 +192,27 @@ const COUNT_FOR: Duration = Duration::from_secs(1);
 /// Recently counted queued tasks, per tenant: counting them on every submission cost a
 /// scan of the tenant's queue per task. Between counts this instance adds the tasks it
 /// queued itself, so it alone never lets the queue grow past the quota; several API
-/// instances may overshoot it by what the others accepted within [`COUNT_FOR`].
-#[derive(Default)]
-pub struct QueuedCounts(std::sync::Mutex<HashMap<Uuid, (Instant, i64)>>);
+/// instances may overshoot it by what the others accepted within [`COUNT_FOR`]. (A
+/// count is kept [`COUNT_FOR`] from when it was read; adding to it does not extend it.)
+pub struct QueuedCounts(moka::sync::Cache<Uuid, Arc<AtomicI64>>);
+
+impl Default for QueuedCounts {
+    fn default() -> Self {
+        QueuedCounts(
+            moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(COUNT_FOR)
+                .build(),
+        )
+    }
+}
 
 impl QueuedCounts {
-    fn with<R>(&self, f: impl FnOnce(&mut HashMap<Uuid, (Instant, i64)>) -> R) -> R {
-        f(&mut self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner))
-    }
-
     /// Counts a task this instance just queued.
     pub fn queued_one(&self, tenant: &TenantCtx) {
-        self.with(|m| {
-            if let Some((_, n)) = m.get_mut(&tenant.id) {
-                *n += 1;
-            }
-        });
+        if let Some(n) = self.0.get(&tenant.id) {
+            n.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -218,17 +221,12 @@ pub async fn check_queued_tasks(state: &AppState, tenant: &TenantCtx) -> ApiResu
     let Some(max) = effective(state, tenant).await?.max_queued_tasks else {
         return Ok(());
     };
-    let counts = &state.queued_counts;
-    let cached = counts.with(|m| {
-        m.get(&tenant.id)
-            .filter(|(at, _)| at.elapsed() < COUNT_FOR)
-            .map(|(_, n)| *n)
-    });
-    let queued = match cached {
-        Some(n) => n,
+    let counts = &state.queued_counts.0;
+    let queued = match counts.get(&tenant.id) {
+        Some(n) => n.load(Ordering::Relaxed),
         None => {
             let n = state.store.count_queued(tenant).await?;
-            counts.with(|m| m.insert(tenant.id, (Instant::now(), n)));
+            counts.insert(tenant.id, Arc::new(AtomicI64::new(n)));
             n
         }
     };

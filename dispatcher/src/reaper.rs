@@ -13,8 +13,8 @@
 //! ([`ris_presence::Presence::disconnected`]), so when that presence lapses the agent is
 //! lost at once, with no grace: a killed agent's work moves on after about two
 //! intervals plus one reaper round. A lost agent is marked offline, `agent.offline` is
-//! announced, and its tasks are recovered ([`recovery::agent_lost`]). The API marks an agent online again
-//! on its first heartbeat.
+//! announced, and its tasks are recovered ([`recovery::agent_lost`]). The API marks an
+//! agent online again on its first heartbeat.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};

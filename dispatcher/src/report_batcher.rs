@@ -9,6 +9,7 @@
 //! alone and a dependency that is down is retried by each handler as before. A handler
 //! acks its delivery only after its outcome came back, i.e. after the commit.
 
+use ris_runtime::batch::Batcher;
 use ris_schemas::ids::TaskId;
 use ris_schemas::messages::Finished;
 use ris_schemas::task::{RetryPolicy, TaskResult};
@@ -16,35 +17,36 @@ use ris_store::{
     Report, ReportOutcome, ResultOutcome, StoreError, TaskRecord, TenantCtx, Transition,
     TransitionOutcome, MAX_REPORT_BATCH,
 };
-use tokio::sync::{mpsc, oneshot};
 
 use crate::context::Context;
 use crate::recovery;
 
-type Reply = oneshot::Sender<Result<ReportOutcome, StoreError>>;
-
-/// A handle on one tenant worker's batcher. The batcher stops when every handle is gone.
+/// A handle on one tenant worker's batcher ([`ris_runtime::batch`]). The batcher stops
+/// when every handle is gone.
 #[derive(Clone)]
 pub struct ReportBatcher {
-    queue: mpsc::Sender<(Report, Reply)>,
+    batcher: Batcher<Report, Result<ReportOutcome, StoreError>>,
     ctx: Context,
     tenant: TenantCtx,
 }
 
 impl ReportBatcher {
     pub fn start(ctx: Context, tenant: TenantCtx) -> Self {
-        let (queue, rx) = mpsc::channel(MAX_REPORT_BATCH * 4);
-        tokio::spawn(run(ctx.clone(), tenant.clone(), rx));
-        ReportBatcher { queue, ctx, tenant }
+        let (worker_ctx, worker_tenant) = (ctx.clone(), tenant.clone());
+        let batcher = Batcher::start(MAX_REPORT_BATCH * 4, MAX_REPORT_BATCH, move |reports| {
+            apply_batch(worker_ctx.clone(), worker_tenant.clone(), reports)
+        });
+        ReportBatcher {
+            batcher,
+            ctx,
+            tenant,
+        }
     }
 
     /// Applies `report` (in some batch) and returns what it did.
     pub async fn apply(&self, report: Report) -> Result<ReportOutcome, StoreError> {
-        let (reply, outcome) = oneshot::channel();
-        if self.queue.send((report.clone(), reply)).await.is_ok() {
-            if let Ok(outcome) = outcome.await {
-                return outcome;
-            }
+        if let Some(outcome) = self.batcher.submit(report.clone()).await {
+            return outcome;
         }
         // The batcher is gone (it only stops when its handles are): apply it alone.
         tracing::error!("report batcher stopped; applying a report alone");
@@ -93,32 +95,27 @@ async fn apply_one(
         .ok_or_else(|| StoreError::Invalid("no outcome for a report".into()))
 }
 
-async fn run(ctx: Context, tenant: TenantCtx, mut rx: mpsc::Receiver<(Report, Reply)>) {
-    let mut batch = Vec::with_capacity(MAX_REPORT_BATCH);
-    while rx.recv_many(&mut batch, MAX_REPORT_BATCH).await > 0 {
-        let default = recovery::tenant_default(&ctx, &tenant).await;
-        let decide =
-            |task: &TaskRecord, result: &TaskResult| retry_decision(default.as_ref(), task, result);
-        let (reports, replies): (Vec<Report>, Vec<Reply>) = batch.drain(..).unzip();
-        metrics::histogram!("ris_report_batch_size").record(reports.len() as f64);
-        match ctx.store.apply_reports(&tenant, &reports, &decide).await {
-            Ok(outcomes) => {
-                for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                    drop(reply.send(Ok(outcome)));
-                }
+/// Applies `reports` in one transaction; if that fails, one by one.
+async fn apply_batch(
+    ctx: Context,
+    tenant: TenantCtx,
+    reports: Vec<Report>,
+) -> Vec<Result<ReportOutcome, StoreError>> {
+    metrics::histogram!("ris_report_batch_size").record(reports.len() as f64);
+    let default = recovery::tenant_default(&ctx, &tenant).await;
+    let decide =
+        |task: &TaskRecord, result: &TaskResult| retry_decision(default.as_ref(), task, result);
+    match ctx.store.apply_reports(&tenant, &reports, &decide).await {
+        Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
+        Err(err) if reports.len() > 1 => {
+            tracing::info!(error = %err, reports = reports.len(), "report batch failed; applying its reports one by one");
+            let mut outcomes = Vec::with_capacity(reports.len());
+            for report in reports {
+                outcomes.push(apply_one(&ctx, &tenant, report).await);
             }
-            Err(err) if reports.len() > 1 => {
-                tracing::info!(error = %err, reports = reports.len(), "report batch failed; applying its reports one by one");
-                for (report, reply) in reports.into_iter().zip(replies) {
-                    drop(reply.send(apply_one(&ctx, &tenant, report).await));
-                }
-            }
-            Err(err) => {
-                if let Some(reply) = replies.into_iter().next() {
-                    drop(reply.send(Err(err)));
-                }
-            }
+            outcomes
         }
+        Err(err) => vec![Err(err)],
     }
 }
 

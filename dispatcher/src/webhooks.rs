@@ -76,9 +76,9 @@ pub async fn declare(channel: &Channel) -> Result<(), BrokerError> {
 /// other confirm on the broker). Every [`CACHE_TTL`] it reads the webhooks, and the
 /// queue's bindings from the management API, binds the wanted patterns that are
 /// missing and unbinds the rest (a deleted webhook's, and the catch-all `#` of earlier
-/// versions). The API binds a new
-/// webhook's patterns as it creates it, so its first events are not missed; a binding
-/// lost in a race with a concurrent change comes back the next round.
+/// versions). The API binds a new webhook's patterns as it creates it, so its first
+/// events are not missed; a binding lost in a race with a concurrent change comes back
+/// the next round.
 async fn sync_bindings(ctx: &Context, tenant: &TenantCtx, channel: &Channel) {
     let management = match ris_broker::Management::new(&ctx.config.broker) {
         Ok(m) => m,

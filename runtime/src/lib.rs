@@ -9,9 +9,11 @@
 //! - [`prometheus`]: the process-wide Prometheus recorder behind `/metrics`.
 //! - [`at_startup`]: retries a dependency a process cannot start without (PostgreSQL
 //!   while migrating, Redis), so the processes may start before their dependencies.
+//! - [`batch`]: group commit — one worker handling many callers' items together.
 //! - [`tls`]: rustls server and client configurations (TLS 1.2 minimum) and the
 //!   development CA.
 
+pub mod batch;
 pub mod tls;
 
 use std::sync::OnceLock;

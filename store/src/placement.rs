@@ -36,7 +36,10 @@ pub(crate) async fn begin_attempt(
     // share lock on the job row waits for a change that is halting the job (which takes
     // it exclusively) and holds off the next, while the job's other placements go on
     // (moving to `routing` does not lock the job row: 20250200000000_job_active_bucket).
-    if job_stopped(&mut tx, &current, "FOR SHARE").await?.is_some() {
+    if job_stopped(&mut tx, &current, JobLock::Share)
+        .await?
+        .is_some()
+    {
         // Cancelling is a final change, which locks the job row exclusively: not while
         // holding the share lock, which another such placement may hold too.
         tx.rollback().await?;
@@ -66,7 +69,7 @@ async fn cancel_stopped_child(
         return Ok(refusal.into());
     }
     // A stopped job never runs again, and deleting it deletes its children.
-    let Some(stopped) = job_stopped(&mut tx, &current, "FOR UPDATE").await? else {
+    let Some(stopped) = job_stopped(&mut tx, &current, JobLock::Exclusive).await? else {
         return Err(StoreError::Corrupt(format!(
             "the job of task {id} stopped dispatching, then no longer had"
         )));
@@ -85,18 +88,27 @@ async fn cancel_stopped_child(
 pub const JOB_HALTED: &str = "job_halted";
 pub const JOB_CANCELLED: &str = "job_cancelled";
 
+/// How [`job_stopped`] locks the job row.
+#[derive(Clone, Copy)]
+enum JobLock {
+    Share,
+    Exclusive,
+}
+
 /// For a child of a job that no longer dispatches: the reason to cancel it with.
-/// `lock` is `FOR SHARE` or `FOR UPDATE`.
 async fn job_stopped(
     conn: &mut sqlx::PgConnection,
     task: &TaskRecord,
-    lock: &'static str,
+    lock: JobLock,
 ) -> Result<Option<&'static str>, StoreError> {
     let Some(job) = task.job_id else {
         return Ok(None);
     };
-    let sql = format!("SELECT state FROM jobs WHERE tenant_id = $1 AND id = $2 {lock}");
-    let state: Option<(String,)> = sqlx::query_as(&sql)
+    let sql = match lock {
+        JobLock::Share => "SELECT state FROM jobs WHERE tenant_id = $1 AND id = $2 FOR SHARE",
+        JobLock::Exclusive => "SELECT state FROM jobs WHERE tenant_id = $1 AND id = $2 FOR UPDATE",
+    };
+    let state: Option<(String,)> = sqlx::query_as(sql)
         .bind(task.tenant_id)
         .bind(job.0)
         .fetch_optional(&mut *conn)
