@@ -18,11 +18,25 @@ use crate::wait::eventually;
 pub(crate) const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 pub(crate) const MANAGEMENT_URL: &str = "http://127.0.0.1:15672";
 
+/// A port free now, never handed out before in this process. The listener that found it
+/// is closed before the server binds it, and the kernel may offer the same port to the
+/// next caller meanwhile: two tests starting systems at once would then share one API
+/// (the second to bind fails) and one of them would talk to the other's.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

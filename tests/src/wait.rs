@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
 use crate::TenantClient;
@@ -28,13 +29,19 @@ where
 }
 
 /// Waits until the task reaches `state` and returns its JSON view. Panics if it ends in
-/// another terminal state.
+/// another terminal state. A task not found yet is waited for: a submission through the
+/// broker (or a dead letter's replay) is accepted before the dispatcher records it.
 pub async fn wait_for_task(tenant: &TenantClient, id: &str, state: &str) -> Value {
     eventually(
         &format!("task {id} to be {state}"),
         Duration::from_secs(30),
         || async {
-            let task = tenant.get(&format!("/v1/tasks/{id}")).await;
+            let path = format!("/v1/tasks/{id}");
+            let (status, task) = tenant.request(Method::GET, &path, None).await;
+            if status == StatusCode::NOT_FOUND {
+                return None;
+            }
+            assert_eq!(status, StatusCode::OK, "GET {path}: {task}");
             let current = task["state"].as_str().unwrap_or_default().to_owned();
             if current == state {
                 return Some(task);
