@@ -61,9 +61,11 @@ impl App {
 
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         tracing::info!(metrics = %self.metrics_addr()?, "dispatcher running");
+        let store: ris_store::DynStore = Arc::new(self.store);
         let ctx = Context::new(Inner {
             config: self.config,
-            store: Arc::new(self.store),
+            batches: crate::batches::Batches::start(store.clone()),
+            store,
             presence: self.presence,
             publishers: RwLock::new(Default::default()),
             shutdown: shutdown.clone(),

@@ -17,6 +17,8 @@ pub struct Context(Arc<Inner>);
 pub struct Inner {
     pub config: Config,
     pub store: DynStore,
+    /// Placements and task reads, batched ([`crate::batches`]).
+    pub batches: crate::batches::Batches,
     pub presence: Presence,
     /// Publisher of each tenant whose worker is connected. The sweeper uses it to place
     /// tasks of that tenant; a tenant without one is skipped until its worker connects.

@@ -16,6 +16,7 @@
 //! - [`submit`]: handles a submission from `ris.submit`.
 //! - [`results`]: handles an agent report from `ris.results`.
 //! - [`report_batcher`]: applies those reports in batches (group commit).
+//! - [`batches`]: records placements, and reads submitted tasks, in batches.
 //! - [`dead_letters`]: moves what reaches `ris.dead` into PostgreSQL for the API.
 //! - [`jobs`]: drives fleet jobs: dispatches children, stops them on halt or cancel.
 //! - [`placement`]: chooses an agent by load and hands it the task.
@@ -34,6 +35,7 @@
 
 pub mod agent_lists;
 pub mod app;
+pub mod batches;
 pub mod config;
 pub mod context;
 pub mod dead_letters;

@@ -151,7 +151,7 @@ pub async fn place(
     tracing::Span::current().record("agent_id", tracing::field::display(agent));
     let step = step.next("candidates");
     let task = match until_ok("begin_attempt", &ctx.shutdown, || {
-        ctx.store.begin_attempt(tenant, task.id, agent)
+        ctx.batches.begin_attempt(tenant, task.id, agent)
     })
     .await
     {

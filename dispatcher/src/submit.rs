@@ -55,9 +55,10 @@ pub async fn handle(
             Err(reason) => return dead_letter(publisher, &delivery, &reason).await,
         };
     // Most submissions come from the API, which stored the task before publishing it:
-    // a read finds it with one statement less than an insert that conflicts.
+    // a read finds it with one statement less than an insert that conflicts (and reads
+    // are batched with the other handlers').
     let stored = match until_ok("get_task", &ctx.shutdown, || {
-        ctx.store.get_task(tenant, task_id)
+        ctx.batches.get_task(tenant, task_id)
     })
     .await
     {

@@ -1,12 +1,15 @@
 //! Group commit: callers hand items to one worker task, which handles whatever has
-//! gathered while it was busy with the previous batch — never waiting for more, so a
-//! lone item goes alone — and answers each caller on its own.
+//! gathered while it was busy with the previous batch (or batches: a worker may run a
+//! few at once) — never waiting for more, so a lone item goes alone — and answers each
+//! caller on its own.
 //!
-//! The API's audit writer and the dispatcher's report batcher are built on it.
+//! The API's audit writer, the dispatcher's report batcher and its placements are built
+//! on it.
 
 use std::future::Future;
 
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
 
 /// A handle on a batch worker; cheap to clone. The worker stops when every handle is
 /// gone.
@@ -25,24 +28,58 @@ impl<T, R> Clone for Batcher<T, R> {
 impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
     /// Starts the worker. `handle` gets up to `max_batch` items, in arrival order, and
     /// returns one answer per item, in the same order. At most `queue` items wait; a
-    /// caller finding the queue full waits for room.
-    pub fn start<F, Fut>(queue: usize, max_batch: usize, mut handle: F) -> Self
+    /// caller finding the queue full waits for room. One batch is handled at a time.
+    pub fn start<F, Fut>(queue: usize, max_batch: usize, handle: F) -> Self
     where
         F: FnMut(Vec<T>) -> Fut + Send + 'static,
-        Fut: Future<Output = Vec<R>> + Send,
+        Fut: Future<Output = Vec<R>> + Send + 'static,
+    {
+        Self::start_concurrent(queue, max_batch, 1, handle)
+    }
+
+    /// Like [`Batcher::start`], with up to `concurrency` batches handled at once. A new
+    /// batch starts as soon as an item waits and fewer than `concurrency` are running,
+    /// so batches grow only once every slot is busy: more concurrency is less waiting
+    /// and smaller batches.
+    pub fn start_concurrent<F, Fut>(
+        queue: usize,
+        max_batch: usize,
+        concurrency: usize,
+        mut handle: F,
+    ) -> Self
+    where
+        F: FnMut(Vec<T>) -> Fut + Send + 'static,
+        Fut: Future<Output = Vec<R>> + Send + 'static,
     {
         let (sender, mut pending) = mpsc::channel::<(T, oneshot::Sender<R>)>(queue.max(1));
-        let max_batch = max_batch.max(1);
+        let (max_batch, concurrency) = (max_batch.max(1), concurrency.max(1));
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(max_batch);
-            while pending.recv_many(&mut batch, max_batch).await > 0 {
-                let (items, callers): (Vec<T>, Vec<_>) = batch.drain(..).unzip();
-                let answers = handle(items).await;
-                for (caller, answer) in callers.into_iter().zip(answers) {
-                    // The caller may have gone (a request the client gave up on).
-                    drop(caller.send(answer));
+            let mut running = JoinSet::new();
+            loop {
+                if running.len() >= concurrency {
+                    running.join_next().await;
+                    continue;
                 }
+                tokio::select! {
+                    // A panicked batch leaves its callers without an answer (`None`).
+                    Some(_) = running.join_next(), if !running.is_empty() => continue,
+                    taken = pending.recv_many(&mut batch, max_batch) => {
+                        if taken == 0 {
+                            break;
+                        }
+                    }
+                }
+                let (items, callers): (Vec<T>, Vec<_>) = batch.drain(..).unzip();
+                let answers = handle(items);
+                running.spawn(async move {
+                    for (caller, answer) in callers.into_iter().zip(answers.await) {
+                        // The caller may have gone (a request the client gave up on).
+                        drop(caller.send(answer));
+                    }
+                });
             }
+            while running.join_next().await.is_some() {}
         });
         Batcher { queue: sender }
     }
@@ -74,5 +111,24 @@ mod tests {
     async fn an_item_without_an_answer_gets_none() {
         let batcher = Batcher::start(16, 4, |_: Vec<u32>| async move { Vec::<u32>::new() });
         assert_eq!(batcher.submit(1).await, None);
+    }
+
+    #[tokio::test]
+    async fn concurrent_batches_run_side_by_side() {
+        // Each batch waits until two batches are running at once: with concurrency 2
+        // both callers are answered; with one batch at a time neither would be.
+        let running = std::sync::Arc::new(tokio::sync::Barrier::new(2));
+        let batcher = Batcher::start_concurrent(16, 1, 2, move |items: Vec<u32>| {
+            let running = running.clone();
+            async move {
+                running.wait().await;
+                items
+            }
+        });
+        let both = futures::future::join(batcher.submit(1), batcher.submit(2));
+        let answers = tokio::time::timeout(std::time::Duration::from_secs(5), both)
+            .await
+            .expect("two batches at once");
+        assert_eq!(answers, (Some(1), Some(2)));
     }
 }

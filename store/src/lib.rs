@@ -102,6 +102,7 @@ pub use jobs::{
 };
 pub use limits::LimitsRepo;
 pub use pg::PgStore;
+pub use placement::MAX_PLACEMENT_BATCH;
 pub use recovery::{AttemptResult, RecoveryRepo};
 pub use reports::{Report, ReportOutcome, MAX_REPORT_BATCH};
 pub use service_instances::{InstanceRecord, StatusOutcome};
@@ -267,6 +268,13 @@ pub trait TaskRepo: Send + Sync {
         tenant: &TenantCtx,
         id: TaskId,
     ) -> Result<Option<TaskRecord>, StoreError>;
+    /// Several tasks read in one transaction: for each id, in order, its record if the
+    /// tenant has it. At most [`MAX_PLACEMENT_BATCH`] ids.
+    async fn get_tasks(
+        &self,
+        tenant: &TenantCtx,
+        ids: &[TaskId],
+    ) -> Result<Vec<Option<TaskRecord>>, StoreError>;
     /// Newest first (`created_at` desc, id desc); rows strictly after the cursor; limit
     /// clamped to 1..=500.
     async fn list_tasks(
@@ -312,6 +320,14 @@ pub trait TaskRepo: Send + Sync {
         id: TaskId,
         agent: AgentId,
     ) -> Result<TransitionOutcome, StoreError>;
+    /// Several placements ([`Self::begin_attempt`]) in one transaction (group commit),
+    /// each with the outcome it would have had alone, in order; at most
+    /// [`MAX_PLACEMENT_BATCH`]. If any statement fails, none of them is kept.
+    async fn begin_attempts(
+        &self,
+        tenant: &TenantCtx,
+        placements: &[(TaskId, AgentId)],
+    ) -> Result<Vec<TransitionOutcome>, StoreError>;
     /// Back to `queued` (attempts unchanged), placeable again after `retry_in`: undoes a
     /// placement whose publish failed (from `routing`, queue deadline kept), or delays a
     /// retry (from `retrying`, fresh queue deadline).

@@ -1,13 +1,16 @@
 //! Placing tasks: the dispatcher's cross-tenant sweeps (claim, expire) and the
 //! per-task steps of a placement (begin an attempt, requeue).
 
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use ris_schemas::ids::{AgentId, TaskId};
+use ris_schemas::job::JobId;
 use ris_schemas::task::TaskState;
+use uuid::Uuid;
 
 use crate::pg::micros;
-use crate::tasks::{task_columns, TaskWithTenantRow};
+use crate::tasks::{task_columns, TaskRow, TaskWithTenantRow};
 use crate::transitions::{apply, check, lock_task, Change};
 use crate::{PgStore, StoreError, TaskRecord, Tenant, TenantCtx, TransitionOutcome};
 
@@ -17,42 +20,141 @@ const MAX_SWEEP: i64 = 1000;
 /// Reason given to tasks that waited past their queue deadline.
 pub const NO_AGENT: &str = "no_agent";
 
-/// [`crate::TaskRepo::begin_attempt`].
-pub(crate) async fn begin_attempt(
+/// The most placements recorded, or tasks read, in one transaction.
+pub const MAX_PLACEMENT_BATCH: usize = 128;
+
+/// [`crate::TaskRepo::begin_attempts`]. The tasks are locked in id order by one
+/// statement (two batches that share tasks lock them in the same order), then their
+/// jobs' rows, shared, by another; each placement is then checked and applied as it
+/// would be alone, in the order given (a task placed twice in one batch is refused the
+/// second time, as it would be after the first).
+pub(crate) async fn begin_attempts(
     store: &PgStore,
     tenant: &TenantCtx,
-    id: TaskId,
-    agent: AgentId,
-) -> Result<TransitionOutcome, StoreError> {
+    placements: &[(TaskId, AgentId)],
+) -> Result<Vec<TransitionOutcome>, StoreError> {
+    if placements.len() > MAX_PLACEMENT_BATCH {
+        return Err(StoreError::Invalid(format!(
+            "{} placements in one batch, at most {MAX_PLACEMENT_BATCH}",
+            placements.len()
+        )));
+    }
+    let ids: Vec<Uuid> = placements.iter().map(|(id, _)| id.0).collect();
     let mut tx = store.tenant_tx(tenant).await?;
-    let Some(current) = lock_task(&mut tx, tenant, id).await? else {
-        return Ok(TransitionOutcome::NotFound);
-    };
-    // Only `queued` and `retrying` may go to `routing`.
-    if let Err(refusal) = check(&current, None, TaskState::Routing) {
-        return Ok(refusal.into());
+    let rows: Vec<TaskRow> = sqlx::query_as(concat!(
+        "SELECT ",
+        task_columns!(),
+        " FROM tasks WHERE tenant_id = $1 AND id = ANY($2) ORDER BY id FOR UPDATE"
+    ))
+    .bind(tenant.id)
+    .bind(&ids)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut tasks: HashMap<TaskId, TaskRecord> = HashMap::with_capacity(rows.len());
+    for row in rows {
+        let task = TaskRecord::try_from(row)?;
+        tasks.insert(task.id, task);
     }
     // A child of a job that stopped dispatching is cancelled instead of placed. The
     // share lock on the job row waits for a change that is halting the job (which takes
     // it exclusively) and holds off the next, while the job's other placements go on
     // (moving to `routing` does not lock the job row: 20250200000000_job_active_bucket).
-    if job_stopped(&mut tx, &current, JobLock::Share)
-        .await?
-        .is_some()
-    {
-        // Cancelling is a final change, which locks the job row exclusively: not while
-        // holding the share lock, which another such placement may hold too.
-        tx.rollback().await?;
-        return cancel_stopped_child(store, tenant, id).await;
+    let stopped = stopped_jobs(&mut tx, tenant, &tasks).await?;
+    let mut outcomes = Vec::with_capacity(placements.len());
+    let mut to_cancel = Vec::new();
+    for (i, &(id, agent)) in placements.iter().enumerate() {
+        let Some(current) = tasks.get(&id) else {
+            outcomes.push(TransitionOutcome::NotFound);
+            continue;
+        };
+        // Only `queued` and `retrying` may go to `routing`.
+        if let Err(refusal) = check(current, None, TaskState::Routing) {
+            outcomes.push(refusal.into());
+            continue;
+        }
+        if current.job_id.is_some_and(|job| stopped.contains(&job)) {
+            to_cancel.push(i);
+            outcomes.push(TransitionOutcome::NotFound); // replaced below
+            continue;
+        }
+        let change = Change {
+            attempts: current.attempts.saturating_add(1),
+            agent_id: Some(agent),
+            ..Change::new(current, TaskState::Routing, Duration::ZERO)
+        };
+        let record = apply(&mut tx, current, change).await?;
+        tasks.insert(id, record.clone());
+        outcomes.push(TransitionOutcome::Applied(record));
     }
-    let change = Change {
-        attempts: current.attempts.saturating_add(1),
-        agent_id: Some(agent),
-        ..Change::new(&current, TaskState::Routing, Duration::ZERO)
-    };
-    let record = apply(&mut tx, &current, change).await?;
     tx.commit().await?;
-    Ok(TransitionOutcome::Applied(record))
+    // Cancelling is a final change, which locks the job row exclusively: not while
+    // holding the share lock, which another such placement may hold too.
+    for i in to_cancel {
+        outcomes[i] = cancel_stopped_child(store, tenant, placements[i].0).await?;
+    }
+    Ok(outcomes)
+}
+
+/// Locks the rows of the jobs of `tasks`, shared, in id order; the ids of those that
+/// stopped dispatching.
+async fn stopped_jobs(
+    conn: &mut sqlx::PgConnection,
+    tenant: &TenantCtx,
+    tasks: &HashMap<TaskId, TaskRecord>,
+) -> Result<HashSet<JobId>, StoreError> {
+    let mut jobs: Vec<Uuid> = tasks
+        .values()
+        .filter_map(|t| t.job_id.map(|j| j.0))
+        .collect();
+    if jobs.is_empty() {
+        return Ok(HashSet::new());
+    }
+    jobs.sort_unstable();
+    jobs.dedup();
+    let rows: Vec<(Uuid, String)> = sqlx::query_as(
+        "SELECT id, state FROM jobs WHERE tenant_id = $1 AND id = ANY($2) ORDER BY id FOR SHARE",
+    )
+    .bind(tenant.id)
+    .bind(&jobs)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter(|(_, state)| stop_reason(state).is_some())
+        .map(|(id, _)| JobId(id))
+        .collect())
+}
+
+/// [`crate::TaskRepo::get_tasks`].
+pub(crate) async fn get_tasks(
+    store: &PgStore,
+    tenant: &TenantCtx,
+    ids: &[TaskId],
+) -> Result<Vec<Option<TaskRecord>>, StoreError> {
+    if ids.len() > MAX_PLACEMENT_BATCH {
+        return Err(StoreError::Invalid(format!(
+            "{} tasks read in one batch, at most {MAX_PLACEMENT_BATCH}",
+            ids.len()
+        )));
+    }
+    let keys: Vec<Uuid> = ids.iter().map(|id| id.0).collect();
+    let mut tx = store.tenant_tx(tenant).await?;
+    let rows: Vec<TaskRow> = sqlx::query_as(concat!(
+        "SELECT ",
+        task_columns!(),
+        " FROM tasks WHERE tenant_id = $1 AND id = ANY($2)"
+    ))
+    .bind(tenant.id)
+    .bind(&keys)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let mut found: HashMap<TaskId, TaskRecord> = HashMap::with_capacity(rows.len());
+    for row in rows {
+        let task = TaskRecord::try_from(row)?;
+        found.insert(task.id, task);
+    }
+    Ok(ids.iter().map(|id| found.get(id).cloned()).collect())
 }
 
 /// Cancels a child about to be placed whose job stopped dispatching.
@@ -69,7 +171,7 @@ async fn cancel_stopped_child(
         return Ok(refusal.into());
     }
     // A stopped job never runs again, and deleting it deletes its children.
-    let Some(stopped) = job_stopped(&mut tx, &current, JobLock::Exclusive).await? else {
+    let Some(stopped) = job_stopped(&mut tx, &current).await? else {
         return Err(StoreError::Corrupt(format!(
             "the job of task {id} stopped dispatching, then no longer had"
         )));
@@ -88,36 +190,32 @@ async fn cancel_stopped_child(
 pub const JOB_HALTED: &str = "job_halted";
 pub const JOB_CANCELLED: &str = "job_cancelled";
 
-/// How [`job_stopped`] locks the job row.
-#[derive(Clone, Copy)]
-enum JobLock {
-    Share,
-    Exclusive,
-}
-
-/// For a child of a job that no longer dispatches: the reason to cancel it with.
+/// For a child of a job that no longer dispatches: the reason to cancel it with. Locks
+/// the job row until the transaction ends.
 async fn job_stopped(
     conn: &mut sqlx::PgConnection,
     task: &TaskRecord,
-    lock: JobLock,
 ) -> Result<Option<&'static str>, StoreError> {
     let Some(job) = task.job_id else {
         return Ok(None);
     };
-    let sql = match lock {
-        JobLock::Share => "SELECT state FROM jobs WHERE tenant_id = $1 AND id = $2 FOR SHARE",
-        JobLock::Exclusive => "SELECT state FROM jobs WHERE tenant_id = $1 AND id = $2 FOR UPDATE",
-    };
-    let state: Option<(String,)> = sqlx::query_as(sql)
-        .bind(task.tenant_id)
-        .bind(job.0)
-        .fetch_optional(&mut *conn)
-        .await?;
-    Ok(match state.as_ref().map(|(s,)| s.as_str()) {
-        Some("running") | None => None,
-        Some("cancelled") => Some(JOB_CANCELLED),
-        Some(_) => Some(JOB_HALTED),
-    })
+    let state: Option<(String,)> =
+        sqlx::query_as("SELECT state FROM jobs WHERE tenant_id = $1 AND id = $2 FOR UPDATE")
+            .bind(task.tenant_id)
+            .bind(job.0)
+            .fetch_optional(&mut *conn)
+            .await?;
+    Ok(state.and_then(|(s,)| stop_reason(&s)))
+}
+
+/// For a job in `state`: the reason to cancel its unplaced children with, if it no
+/// longer dispatches.
+fn stop_reason(state: &str) -> Option<&'static str> {
+    match state {
+        "running" => None,
+        "cancelled" => Some(JOB_CANCELLED),
+        _ => Some(JOB_HALTED),
+    }
 }
 
 /// [`crate::TaskRepo::requeue_task`].

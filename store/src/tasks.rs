@@ -280,6 +280,15 @@ impl TaskRepo for PgStore {
         row.map(TaskRecord::try_from).transpose()
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(tenant = %tenant.name, tasks = ids.len()))]
+    async fn get_tasks(
+        &self,
+        tenant: &TenantCtx,
+        ids: &[TaskId],
+    ) -> Result<Vec<Option<TaskRecord>>, StoreError> {
+        placement::get_tasks(self, tenant, ids).await
+    }
+
     #[tracing::instrument(level = "debug", skip_all, fields(tenant = %tenant.name))]
     async fn list_tasks(
         &self,
@@ -355,7 +364,19 @@ impl TaskRepo for PgStore {
         id: TaskId,
         agent: AgentId,
     ) -> Result<TransitionOutcome, StoreError> {
-        placement::begin_attempt(self, tenant, id, agent).await
+        placement::begin_attempts(self, tenant, &[(id, agent)])
+            .await?
+            .pop()
+            .ok_or_else(|| StoreError::Corrupt("no outcome for a placement".into()))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(tenant = %tenant.name, placements = placements.len()))]
+    async fn begin_attempts(
+        &self,
+        tenant: &TenantCtx,
+        placements: &[(TaskId, AgentId)],
+    ) -> Result<Vec<TransitionOutcome>, StoreError> {
+        placement::begin_attempts(self, tenant, placements).await
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(tenant = %tenant.name, task_id = %id))]

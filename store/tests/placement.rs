@@ -291,3 +291,93 @@ async fn tasks_waiting_past_their_deadline_fail_with_no_agent() {
         TaskState::Routing
     );
 }
+
+#[tokio::test]
+async fn a_batch_of_placements_records_each_as_it_would_alone() {
+    let db = TestDb::new().await;
+    let ctx = db.tenant("acme").await.ctx();
+    let other = db.tenant("other").await.ctx();
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let id = TaskId::new();
+        db.store
+            .insert_task(&ctx, id, &noop_request(60), None)
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    let foreign = TaskId::new();
+    db.store
+        .insert_task(&other, foreign, &noop_request(60), None)
+        .await
+        .unwrap();
+    // ids[2] has already run.
+    db.store
+        .begin_attempt(&ctx, ids[2], AgentId::new())
+        .await
+        .unwrap();
+    db.store
+        .transition_task(&ctx, ids[2], Transition::to(TaskState::Cancelled))
+        .await
+        .unwrap();
+
+    let (a, b) = (AgentId::new(), AgentId::new());
+    let batch = [
+        (ids[1], a),
+        (ids[0], b),
+        (ids[1], b), // the same task again: refused, as after the first
+        (ids[2], a),
+        (TaskId::new(), a),
+        (foreign, a), // another tenant's: not seen
+    ];
+    let outcomes = db.store.begin_attempts(&ctx, &batch).await.unwrap();
+    assert_eq!(outcomes.len(), batch.len());
+    for (i, agent) in [(0, a), (1, b)] {
+        let TransitionOutcome::Applied(task) = &outcomes[i] else {
+            panic!("placement {i}: {:?}", outcomes[i]);
+        };
+        assert_eq!(
+            (task.id, task.state, task.attempts, task.agent_id),
+            (batch[i].0, TaskState::Routing, 1, Some(agent))
+        );
+    }
+    assert!(
+        matches!(outcomes[2], TransitionOutcome::Invalid(_)),
+        "{:?}",
+        outcomes[2]
+    );
+    assert!(
+        matches!(outcomes[3], TransitionOutcome::Invalid(_)),
+        "{:?}",
+        outcomes[3]
+    );
+    assert_eq!(outcomes[4], TransitionOutcome::NotFound);
+    assert_eq!(outcomes[5], TransitionOutcome::NotFound);
+    // One event per placement made, and the other tenant's task untouched.
+    let events = db.store.task_events(&ctx, ids[1]).await.unwrap();
+    let states: Vec<TaskState> = events.iter().map(|e| e.state).collect();
+    assert_eq!(states, [TaskState::Queued, TaskState::Routing]);
+    let untouched = db.store.get_task(&other, foreign).await.unwrap().unwrap();
+    assert_eq!(untouched.state, TaskState::Queued);
+
+    // Batched reads: each id's record, in order, only the tenant's own.
+    let missing = TaskId::new();
+    let read = db
+        .store
+        .get_tasks(&ctx, &[ids[2], missing, foreign, ids[0]])
+        .await
+        .unwrap();
+    let seen: Vec<Option<(TaskId, TaskState)>> = read
+        .iter()
+        .map(|t| t.as_ref().map(|t| (t.id, t.state)))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            Some((ids[2], TaskState::Cancelled)),
+            None,
+            None,
+            Some((ids[0], TaskState::Routing)),
+        ]
+    );
+}
