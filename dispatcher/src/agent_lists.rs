@@ -1,8 +1,9 @@
 //! A short-lived cache of each tenant's agents (their rows: labels, capacity), so a
 //! placement does not read every agent of the tenant from PostgreSQL.
 //!
-//! Presence (online, load, capabilities) is never cached: placement still reads it from
-//! Redis for every task. What the cache can miss for up to [`TTL`] is a row change: a
+//! Presence (online, load, capabilities) is not kept here: placement reads it from Redis,
+//! through a quarter-second cache of the agents found online ([`crate::online`]), and
+//! reads the in-flight counts for every task. What the cache can miss for up to [`TTL`] is a row change: a
 //! newly enrolled agent, changed labels, a deleted agent. Placement therefore reads the
 //! rows afresh before giving up on a task (no agent matched, or none of the matching
 //! ones is online), and for a named agent that is not in the cached list; a deleted

@@ -73,6 +73,7 @@ impl App {
             instance: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()),
             signer: crate::signing::cache(),
             agent_lists: Default::default(),
+            online: Default::default(),
         });
         let tracker = TaskTracker::new();
         tracker.spawn(tenants::supervise(ctx.clone()));

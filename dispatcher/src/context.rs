@@ -34,6 +34,8 @@ pub struct Inner {
     pub signer: ris_broker::envelope::SignerCache,
     /// Each tenant's agent rows, cached briefly for placement.
     pub agent_lists: crate::agent_lists::AgentLists,
+    /// Online agents' load and capabilities, cached very briefly for placement.
+    pub online: crate::online::OnlineAgents,
 }
 
 impl Context {

@@ -21,6 +21,7 @@
 //! - [`jobs`]: drives fleet jobs: dispatches children, stops them on halt or cancel.
 //! - [`placement`]: chooses an agent by load and hands it the task.
 //! - [`agent_lists`]: each tenant's agent rows, cached briefly for placement.
+//! - [`online`]: online agents' load and capabilities, cached for a quarter second.
 //! - [`recovery`]: retries with backoff, lost agents, lapsed assignments.
 //! - [`reaper`]: notices agents that stopped heartbeating (one instance at a time).
 //! - [`services`]: Docker services: keeps agents told (sync), records their reports.
@@ -43,6 +44,7 @@ pub mod events;
 pub mod gauges;
 pub mod http;
 pub mod jobs;
+pub mod online;
 pub mod placement;
 pub mod reaper;
 pub mod recovery;

@@ -22,7 +22,7 @@ use ris_schemas::ids::AgentId;
 use ris_schemas::messages::{AgentMessage, Assignment};
 use ris_schemas::task::{Target, TaskState};
 use ris_schemas::version::V1;
-use ris_store::{AgentRecord, TaskRecord, TenantCtx, Transition, TransitionOutcome};
+use ris_store::{TaskRecord, TenantCtx, Transition, TransitionOutcome};
 
 use crate::context::Context;
 use crate::events;
@@ -197,29 +197,23 @@ impl Step {
     }
 }
 
-/// The agents `target` names, from the cached list; whether that list was cached (a
-/// miss on a cached list is checked against a fresh one).
+/// The ids of the agents `target` names, from the cached list; whether that list was
+/// cached (a miss on a cached list is checked against a fresh one).
 async fn targets(
     ctx: &Context,
     tenant: &TenantCtx,
     target: &Target,
-) -> Result<(Vec<AgentRecord>, bool), ris_store::StoreError> {
+) -> Result<(Vec<AgentId>, bool), ris_store::StoreError> {
     let listed = ctx.agent_lists.get(&ctx.store, tenant).await?;
-    let agents: Vec<AgentRecord> = match target {
-        Target::Agent(id) => listed
-            .agents
-            .iter()
-            .filter(|a| a.id == *id)
-            .cloned()
-            .collect(),
-        Target::Selector(selector) => listed
-            .agents
-            .iter()
+    let agents = listed.agents.iter();
+    let ids = match target {
+        Target::Agent(id) => agents.filter(|a| a.id == *id).map(|a| a.id).collect(),
+        Target::Selector(selector) => agents
             .filter(|a| selector.matches(&a.labels))
-            .cloned()
+            .map(|a| a.id)
             .collect(),
     };
-    Ok((agents, listed.cached))
+    Ok((ids, listed.cached))
 }
 
 /// The online agents among `agents` that advertise `required` (when the task needs a
@@ -227,29 +221,28 @@ async fn targets(
 async fn candidates(
     ctx: &Context,
     tenant: &TenantCtx,
-    agents: &[AgentRecord],
+    agents: &[AgentId],
     required: Option<&str>,
 ) -> Result<(Vec<Candidate>, usize), ris_presence::PresenceError> {
-    let ids: Vec<AgentId> = agents.iter().map(|a| a.id).collect();
-    let presence = ctx.presence.get_many(&tenant.name, &ids).await?;
-    let inflight = ctx.presence.inflight_counts(&tenant.name, &ids).await?;
+    let loads = ctx.online.loads(&ctx.presence, tenant, agents).await?;
+    let inflight = ctx.presence.inflight_counts(&tenant.name, agents).await?;
     let mut lacking = 0;
-    let candidates = ids
-        .into_iter()
-        .zip(presence)
+    let candidates = agents
+        .iter()
+        .zip(loads)
         .zip(inflight)
-        .filter_map(|((agent, presence), inflight)| {
-            let frame = presence?.frame;
+        .filter_map(|((&agent, load), inflight)| {
+            let load = load?;
             if let Some(capability) = required {
-                if !frame.capabilities.iter().any(|c| c == capability) {
+                if !load.capabilities.iter().any(|c| c == capability) {
                     lacking += 1;
                     return None;
                 }
             }
             Some(Candidate {
                 agent,
-                running: frame.running.max(inflight),
-                capacity: frame.capacity.max(1),
+                running: load.running.max(inflight),
+                capacity: load.capacity.max(1),
             })
         })
         .collect();

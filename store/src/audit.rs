@@ -136,6 +136,22 @@ fn chain_key(tenant: Option<&TenantCtx>) -> Uuid {
     tenant.map_or(Uuid::nil(), |t| t.id)
 }
 
+/// How a statement picks one chain's rows (`$1` = [`chain_key`]), and the key to order
+/// them by before `seq`, so that an index serves it. A tenant's chain is read under
+/// row-level security, which keeps the `coalesce` expression of `audit_log_chain` from
+/// being used (each read scanned the whole log): it goes through `tenant_id`
+/// (`audit_log_tenant_chain`). The platform's chain, read without row-level security,
+/// through the expression.
+fn chain_sql(tenant: Option<&TenantCtx>) -> (&'static str, &'static str) {
+    match tenant {
+        Some(_) => ("tenant_id = $1", "tenant_id"),
+        None => (
+            "coalesce(tenant_id, '00000000-0000-0000-0000-000000000000'::uuid) = $1",
+            "coalesce(tenant_id, '00000000-0000-0000-0000-000000000000'::uuid)",
+        ),
+    }
+}
+
 const COLUMNS: &str = "tenant_id, seq, tenant_name, actor, action, target, outcome, status, \
                        request_id, source, at, prev_hash, hash";
 
@@ -180,13 +196,12 @@ impl AuditRepo for PgStore {
             .bind(key.to_string())
             .execute(&mut *tx)
             .await?;
-        let head: Option<(i64, Vec<u8>)> = sqlx::query_as(
-            "SELECT seq, hash FROM audit_log
-             WHERE coalesce(tenant_id, '00000000-0000-0000-0000-000000000000'::uuid) = $1
-             ORDER BY coalesce(tenant_id, '00000000-0000-0000-0000-000000000000'::uuid) DESC,
-                      seq DESC
-             LIMIT 1",
-        )
+        let (filter, order) = chain_sql(chain.as_ref());
+        let head: Option<(i64, Vec<u8>)> = sqlx::query_as(&format!(
+            "SELECT seq, hash FROM audit_log WHERE {filter}
+             ORDER BY {order} DESC, seq DESC
+             LIMIT 1"
+        ))
         .bind(key)
         .fetch_optional(&mut *tx)
         .await?;
@@ -245,16 +260,16 @@ impl AuditRepo for PgStore {
         before: Option<i64>,
     ) -> Result<Vec<AuditRecord>, StoreError> {
         let mut tx = self.chain_tx(tenant).await?;
+        let (chain, order) = chain_sql(tenant);
         let rows = sqlx::query_as::<_, AuditRecord>(&format!(
             "SELECT {COLUMNS} FROM audit_log
-             WHERE coalesce(tenant_id, '00000000-0000-0000-0000-000000000000'::uuid) = $1
+             WHERE {chain}
                AND ($2::bigint IS NULL OR seq < $2)
                AND ($3::text IS NULL OR action = $3)
                AND ($4::text IS NULL OR actor = $4)
                AND ($5::timestamptz IS NULL OR at >= $5)
                AND ($6::timestamptz IS NULL OR at < $6)
-             ORDER BY coalesce(tenant_id, '00000000-0000-0000-0000-000000000000'::uuid) DESC,
-                      seq DESC
+             ORDER BY {order} DESC, seq DESC
              LIMIT $7"
         ))
         .bind(chain_key(tenant))
@@ -279,13 +294,12 @@ impl AuditRepo for PgStore {
         let mut checked = 0u64;
         let mut expected_seq = 1i64;
         let mut prev = vec![0u8; 32];
+        let (chain, order) = chain_sql(tenant);
         loop {
             let rows = sqlx::query_as::<_, AuditRecord>(&format!(
                 "SELECT {COLUMNS} FROM audit_log
-                 WHERE coalesce(tenant_id, '00000000-0000-0000-0000-000000000000'::uuid) = $1
-                   AND seq >= $2
-                 ORDER BY coalesce(tenant_id, '00000000-0000-0000-0000-000000000000'::uuid),
-                          seq
+                 WHERE {chain} AND seq >= $2
+                 ORDER BY {order}, seq
                  LIMIT $3"
             ))
             .bind(chain_key(tenant))
