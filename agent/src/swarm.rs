@@ -17,6 +17,16 @@ use ris_broker::lapin::Connection;
 
 use crate::machine::Machine;
 
+/// Channels one agent session keeps open on its connection: the publisher's main
+/// channel and its confirm lanes, the task consumer's and the control consumer's.
+pub const CHANNELS_PER_AGENT: usize = 1 + ris_broker::DEFAULT_LANES + 2;
+
+/// Channels RabbitMQ allows on one connection (`channel_max`, 2,047 by default). A
+/// shared connection carries at most this many divided by [`CHANNELS_PER_AGENT`] agents;
+/// past that, the agents whose channels are refused retry their session every second,
+/// and the churn alone keeps the broker busy.
+pub const CHANNEL_MAX: usize = 2047;
+
 /// What a swarm agent shares with its neighbours.
 #[derive(Clone)]
 pub struct SwarmLinks {

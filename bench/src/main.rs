@@ -113,7 +113,8 @@ struct FleetArgs {
     /// Measured steady state after every agent is online.
     #[arg(long, default_value_t = 60)]
     secs: u64,
-    #[arg(long, default_value_t = 500)]
+    /// At most 292 (RabbitMQ's 2,047 channels per connection, 7 per agent).
+    #[arg(long, default_value_t = 250)]
     per_connection: usize,
     #[arg(long, default_value_t = 64)]
     enroll_concurrency: usize,
@@ -289,9 +290,9 @@ async fn all(quick: bool) -> anyhow::Result<()> {
                 per_connection: 250,
             }),
             Scenario::Fleet(FleetArgs {
-                agents: 2000,
+                agents: 10_000,
                 secs: 60,
-                per_connection: 500,
+                per_connection: 250,
                 enroll_concurrency: 64,
             }),
             Scenario::Api(ApiArgs {

@@ -27,7 +27,7 @@ use futures::{StreamExt, TryStreamExt};
 use reqwest::Method;
 use ris_agent::enroll::{enroll, EnrollOptions};
 use ris_agent::machine::Machine;
-use ris_agent::swarm::SwarmLinks;
+use ris_agent::swarm::{SwarmLinks, CHANNELS_PER_AGENT, CHANNEL_MAX};
 use ris_agent::{Agent, AgentConfig, Identity};
 use ris_broker::lapin::Connection;
 use ris_broker::{BrokerConfig, Management};
@@ -42,8 +42,9 @@ pub struct SwarmOptions {
     pub agents: usize,
     pub capacity: u32,
     pub labels: Vec<(String, String)>,
-    /// Agents per shared AMQP connection (3 channels each; RabbitMQ allows 2,047 channels
-    /// per connection).
+    /// Agents per shared AMQP connection, each with
+    /// [`ris_agent::swarm::CHANNELS_PER_AGENT`] channels: at most
+    /// [`ris_agent::swarm::CHANNEL_MAX`] / that (292).
     pub per_connection: usize,
     pub enroll_concurrency: usize,
     /// Name prefix, so two swarms of one tenant do not collide.
@@ -88,6 +89,15 @@ impl Swarm {
 
     /// Enrolls `opts.agents` agents, opens the shared connections, starts every agent.
     pub async fn start(tenant: &TenantClient, opts: &SwarmOptions) -> anyhow::Result<Swarm> {
+        let most = CHANNEL_MAX / CHANNELS_PER_AGENT;
+        if opts.per_connection > most {
+            anyhow::bail!(
+                "{} agents per connection need {} channels; RabbitMQ allows {CHANNEL_MAX} \
+                 per connection: at most {most} agents per connection",
+                opts.per_connection,
+                opts.per_connection * CHANNELS_PER_AGENT
+            );
+        }
         let dir = tempfile::tempdir()?;
         let t0 = Instant::now();
         let identities: Vec<(Identity, std::path::PathBuf)> = futures::stream::iter(0..opts.agents)
