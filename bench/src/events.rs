@@ -43,25 +43,21 @@ impl Events {
         self.with(|m| m.get(id).cloned().unwrap_or_default())
     }
 
-    pub fn count_done(&self, ids: &[String]) -> usize {
-        self.with(|m| {
-            ids.iter()
-                .filter(|id| m.get(*id).is_some_and(|s| s.done.is_some()))
-                .count()
-        })
-    }
-
-    /// Waits until every task in `ids` has a terminal event.
+    /// Waits until every task in `ids` has a terminal event. Each check looks only at the
+    /// tasks still pending: rescanning all of them every 5 ms, under the lock the event
+    /// consumer takes, showed in profiles of the benchmark process.
     pub async fn wait_done(&self, ids: &[String], timeout: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + timeout;
+        let mut pending: Vec<&String> = ids.iter().collect();
         loop {
-            let finished = self.count_done(ids);
-            if finished == ids.len() {
+            self.with(|m| pending.retain(|id| m.get(*id).is_none_or(|s| s.done.is_none())));
+            if pending.is_empty() {
                 return Ok(());
             }
             if Instant::now() > deadline {
                 bail!(
-                    "only {finished} of {} tasks finished in {timeout:?}",
+                    "only {} of {} tasks finished in {timeout:?}",
+                    ids.len() - pending.len(),
                     ids.len()
                 );
             }

@@ -36,16 +36,20 @@ pub struct OnlineAgents {
 
 impl Default for OnlineAgents {
     fn default() -> Self {
-        OnlineAgents {
-            loads: Cache::builder()
-                .max_capacity(200_000)
-                .time_to_live(TTL)
-                .build(),
-        }
+        Self::with_ttl(TTL)
     }
 }
 
 impl OnlineAgents {
+    pub fn with_ttl(ttl: Duration) -> Self {
+        OnlineAgents {
+            loads: Cache::builder()
+                .max_capacity(200_000)
+                .time_to_live(ttl)
+                .build(),
+        }
+    }
+
     /// For each of `agents`, in order: its load if it is online.
     pub async fn loads(
         &self,
@@ -79,5 +83,99 @@ impl OnlineAgents {
             *slot = Some(load);
         }
         Ok(loads)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+    use ris_presence::PresenceRecord;
+    use ris_schemas::heartbeat::HeartbeatFrame;
+    use ris_schemas::ids::TenantName;
+    use ris_schemas::version::V1;
+
+    use super::*;
+
+    fn record(running: u32) -> PresenceRecord {
+        PresenceRecord {
+            frame: HeartbeatFrame {
+                v: V1,
+                sent_at: Utc::now(),
+                running,
+                capacity: 4,
+                running_tasks: Vec::new(),
+                cpu_percent: 0.0,
+                memory_used_bytes: 0,
+                memory_total_bytes: 0,
+                disk_used_bytes: 0,
+                disk_total_bytes: 0,
+                version: "test".into(),
+                hostname: "test".into(),
+                labels: Default::default(),
+                addresses: Vec::new(),
+                capabilities: vec!["shell".into()],
+            },
+            received_at: Utc::now(),
+        }
+    }
+
+    /// Real Redis, under a prefix of this test's own.
+    async fn presence() -> Presence {
+        let prefix = format!("ris-test-online-{}", Uuid::new_v4().simple());
+        Presence::connect("redis://127.0.0.1:6379", &prefix, Duration::from_secs(60))
+            .await
+            .expect("Redis on 127.0.0.1:6379")
+    }
+
+    fn tenant() -> TenantCtx {
+        TenantCtx {
+            id: Uuid::new_v4(),
+            name: TenantName::parse("acme").expect("tenant name"),
+        }
+    }
+
+    fn running(loads: &[Option<Arc<Load>>]) -> Vec<Option<u32>> {
+        loads
+            .iter()
+            .map(|l| l.as_ref().map(|l| l.running))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn an_agent_not_found_online_is_looked_up_again() {
+        let (presence, tenant) = (presence().await, tenant());
+        let (a, b) = (AgentId::new(), AgentId::new());
+        let online = OnlineAgents::with_ttl(Duration::from_secs(30));
+        presence.put(&tenant.name, a, &record(1)).await.unwrap();
+        let loads = online.loads(&presence, &tenant, &[b, a]).await.unwrap();
+        assert_eq!(running(&loads), [None, Some(1)]);
+        assert_eq!(loads[1].as_ref().unwrap().capabilities, ["shell"]);
+
+        presence.put(&tenant.name, b, &record(2)).await.unwrap();
+        let loads = online.loads(&presence, &tenant, &[b, a]).await.unwrap();
+        assert_eq!(running(&loads), [Some(2), Some(1)], "seen once online");
+        presence.purge_tenant(&tenant.name).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_agent_found_online_is_kept_for_the_ttl_only() {
+        let (presence, tenant) = (presence().await, tenant());
+        let agent = AgentId::new();
+        let (long, short) = (
+            OnlineAgents::with_ttl(Duration::from_secs(30)),
+            OnlineAgents::with_ttl(Duration::from_millis(50)),
+        );
+        presence.put(&tenant.name, agent, &record(3)).await.unwrap();
+        for cache in [&long, &short] {
+            let loads = cache.loads(&presence, &tenant, &[agent]).await.unwrap();
+            assert_eq!(running(&loads), [Some(3)]);
+        }
+        presence.remove(&tenant.name, agent).await.unwrap();
+        let kept = long.loads(&presence, &tenant, &[agent]).await.unwrap();
+        assert_eq!(running(&kept), [Some(3)], "kept within the TTL");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let read = short.loads(&presence, &tenant, &[agent]).await.unwrap();
+        assert_eq!(running(&read), [None], "read again after the TTL");
+        presence.purge_tenant(&tenant.name).await.unwrap();
     }
 }
