@@ -39,42 +39,28 @@ pub(crate) async fn begin_attempts(
             placements.len()
         )));
     }
-    let ids: Vec<Uuid> = placements.iter().map(|(id, _)| id.0).collect();
+    let ids: Vec<TaskId> = placements.iter().map(|(id, _)| *id).collect();
     let mut tx = store.tenant_tx(tenant).await?;
-    let rows: Vec<TaskRow> = sqlx::query_as(concat!(
-        "SELECT ",
-        task_columns!(),
-        " FROM tasks WHERE tenant_id = $1 AND id = ANY($2) ORDER BY id FOR UPDATE"
-    ))
-    .bind(tenant.id)
-    .bind(&ids)
-    .fetch_all(&mut *tx)
-    .await?;
-    let mut tasks: HashMap<TaskId, TaskRecord> = HashMap::with_capacity(rows.len());
-    for row in rows {
-        let task = TaskRecord::try_from(row)?;
-        tasks.insert(task.id, task);
-    }
+    let mut tasks = tasks_by_id(&mut tx, tenant, &ids, Lock::ForUpdate).await?;
     // A child of a job that stopped dispatching is cancelled instead of placed. The
     // share lock on the job row waits for a change that is halting the job (which takes
     // it exclusively) and holds off the next, while the job's other placements go on
     // (moving to `routing` does not lock the job row: 20250200000000_job_active_bucket).
     let stopped = stopped_jobs(&mut tx, tenant, &tasks).await?;
-    let mut outcomes = Vec::with_capacity(placements.len());
-    let mut to_cancel = Vec::new();
-    for (i, &(id, agent)) in placements.iter().enumerate() {
+    // `None`: a child to cancel once the share locks are released.
+    let mut outcomes: Vec<Option<TransitionOutcome>> = Vec::with_capacity(placements.len());
+    for &(id, agent) in placements {
         let Some(current) = tasks.get(&id) else {
-            outcomes.push(TransitionOutcome::NotFound);
+            outcomes.push(Some(TransitionOutcome::NotFound));
             continue;
         };
         // Only `queued` and `retrying` may go to `routing`.
         if let Err(refusal) = check(current, None, TaskState::Routing) {
-            outcomes.push(refusal.into());
+            outcomes.push(Some(refusal.into()));
             continue;
         }
         if current.job_id.is_some_and(|job| stopped.contains(&job)) {
-            to_cancel.push(i);
-            outcomes.push(TransitionOutcome::NotFound); // replaced below
+            outcomes.push(None);
             continue;
         }
         let change = Change {
@@ -84,15 +70,19 @@ pub(crate) async fn begin_attempts(
         };
         let record = apply(&mut tx, current, change).await?;
         tasks.insert(id, record.clone());
-        outcomes.push(TransitionOutcome::Applied(record));
+        outcomes.push(Some(TransitionOutcome::Applied(record)));
     }
     tx.commit().await?;
     // Cancelling is a final change, which locks the job row exclusively: not while
     // holding the share lock, which another such placement may hold too.
-    for i in to_cancel {
-        outcomes[i] = cancel_stopped_child(store, tenant, placements[i].0).await?;
+    let mut done = Vec::with_capacity(outcomes.len());
+    for (outcome, &(id, _)) in outcomes.into_iter().zip(placements) {
+        done.push(match outcome {
+            Some(outcome) => outcome,
+            None => cancel_stopped_child(store, tenant, id).await?,
+        });
     }
-    Ok(outcomes)
+    Ok(done)
 }
 
 /// Locks the rows of the jobs of `tasks`, shared, in id order; the ids of those that
@@ -137,24 +127,51 @@ pub(crate) async fn get_tasks(
             ids.len()
         )));
     }
-    let keys: Vec<Uuid> = ids.iter().map(|id| id.0).collect();
     let mut tx = store.tenant_tx(tenant).await?;
-    let rows: Vec<TaskRow> = sqlx::query_as(concat!(
-        "SELECT ",
-        task_columns!(),
-        " FROM tasks WHERE tenant_id = $1 AND id = ANY($2)"
-    ))
-    .bind(tenant.id)
-    .bind(&keys)
-    .fetch_all(&mut *tx)
-    .await?;
+    let found = tasks_by_id(&mut tx, tenant, ids, Lock::None).await?;
     tx.commit().await?;
-    let mut found: HashMap<TaskId, TaskRecord> = HashMap::with_capacity(rows.len());
+    Ok(ids.iter().map(|id| found.get(id).cloned()).collect())
+}
+
+/// Whether [`tasks_by_id`] locks the rows it reads.
+#[derive(Clone, Copy)]
+enum Lock {
+    None,
+    /// `FOR UPDATE`, in id order.
+    ForUpdate,
+}
+
+/// The tenant's tasks among `ids`, by id (one statement).
+async fn tasks_by_id(
+    conn: &mut sqlx::PgConnection,
+    tenant: &TenantCtx,
+    ids: &[TaskId],
+    lock: Lock,
+) -> Result<HashMap<TaskId, TaskRecord>, StoreError> {
+    let sql = match lock {
+        Lock::None => concat!(
+            "SELECT ",
+            task_columns!(),
+            " FROM tasks WHERE tenant_id = $1 AND id = ANY($2)"
+        ),
+        Lock::ForUpdate => concat!(
+            "SELECT ",
+            task_columns!(),
+            " FROM tasks WHERE tenant_id = $1 AND id = ANY($2) ORDER BY id FOR UPDATE"
+        ),
+    };
+    let keys: Vec<Uuid> = ids.iter().map(|id| id.0).collect();
+    let rows: Vec<TaskRow> = sqlx::query_as(sql)
+        .bind(tenant.id)
+        .bind(&keys)
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut tasks = HashMap::with_capacity(rows.len());
     for row in rows {
         let task = TaskRecord::try_from(row)?;
-        found.insert(task.id, task);
+        tasks.insert(task.id, task);
     }
-    Ok(ids.iter().map(|id| found.get(id).cloned()).collect())
+    Ok(tasks)
 }
 
 /// Cancels a child about to be placed whose job stopped dispatching.

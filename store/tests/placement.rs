@@ -360,11 +360,12 @@ async fn a_batch_of_placements_records_each_as_it_would_alone() {
     let untouched = db.store.get_task(&other, foreign).await.unwrap().unwrap();
     assert_eq!(untouched.state, TaskState::Queued);
 
-    // Batched reads: each id's record, in order, only the tenant's own.
+    // Batched reads: each id's record, in order (an id asked twice, twice), only the
+    // tenant's own.
     let missing = TaskId::new();
     let read = db
         .store
-        .get_tasks(&ctx, &[ids[2], missing, foreign, ids[0]])
+        .get_tasks(&ctx, &[ids[2], missing, foreign, ids[0], ids[2]])
         .await
         .unwrap();
     let seen: Vec<Option<(TaskId, TaskState)>> = read
@@ -378,6 +379,7 @@ async fn a_batch_of_placements_records_each_as_it_would_alone() {
             None,
             None,
             Some((ids[0], TaskState::Routing)),
+            Some((ids[2], TaskState::Cancelled)),
         ]
     );
 }

@@ -288,10 +288,8 @@ async fn report_end(
     if let Some(result) = view.result.as_ref().filter(|_| !show.json) {
         for (stream, stored) in super::tasks::streams(result) {
             let live = printed.get(stream).map_or("", String::as_str);
-            if let Some(missing) = stored.strip_prefix(live) {
-                for line in missing.lines() {
-                    print_line(show, &name, stream, line);
-                }
+            for line in unprinted(&stored, live) {
+                print_line(show, &name, stream, line);
             }
         }
     }
@@ -302,6 +300,30 @@ async fn report_end(
         eprintln!("{name} ! {}", super::run::failure(&view));
     }
     Ok(())
+}
+
+/// The lines of a child's stored output that its live stream did not print: all after
+/// what it printed, when that is a prefix (the stream ended early); otherwise — chunks
+/// sent before the stream opened, or dropped under load — every stored line not printed
+/// live, in order.
+fn unprinted<'a>(stored: &'a str, live: &str) -> Vec<&'a str> {
+    if let Some(rest) = stored.strip_prefix(live) {
+        return rest.lines().collect();
+    }
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for line in live.lines() {
+        *seen.entry(line).or_default() += 1;
+    }
+    stored
+        .lines()
+        .filter(|line| match seen.get_mut(line) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                false
+            }
+            _ => true,
+        })
+        .collect()
 }
 
 async fn all_targets(client: &Client, job: JobId) -> anyhow::Result<Vec<JobTargetView>> {
@@ -386,6 +408,19 @@ mod tests {
             "updated_at": "2026-11-29T10:00:00Z",
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn stored_output_fills_in_what_the_live_stream_missed() {
+        let stored = "hello\nmid\nbye\n";
+        // The stream ended early: what follows.
+        assert_eq!(unprinted(stored, "hello\n"), ["mid", "bye"]);
+        assert!(unprinted(stored, stored).is_empty());
+        // The stream opened late, or dropped a chunk: every line not printed.
+        assert_eq!(unprinted(stored, "bye\n"), ["hello", "mid"]);
+        assert_eq!(unprinted(stored, "hello\nbye\n"), ["mid"]);
+        // A repeated line counts as printed as many times as it was.
+        assert_eq!(unprinted("a\na\nb\n", "a\nb\n"), ["a"]);
     }
 
     #[test]
