@@ -88,6 +88,7 @@ impl App {
         let state = AppState::new(Inner {
             brokers: TenantBrokers::new(config.broker.clone()),
             audit: crate::audit::AuditWriter::start(store.clone()),
+            task_reads: crate::task_reads::TaskReads::start(store.clone()),
             store,
             presence,
             management,

@@ -13,6 +13,7 @@
 //! - [`extract`]: body and path extractors that name the bad field.
 //! - [`pagination`]: cursor pagination of lists.
 //! - [`cache`]: bounded in-process caches of API keys and finished tasks' bodies.
+//! - [`task_reads`]: live tasks' reads for `GET /v1/tasks/{id}`, batched per tenant.
 //! - [`auth`]: credentials → caller (platform admin or a tenant's API key) and role.
 //! - [`permissions`]: the permission matrix (route → permission → roles).
 //! - [`guard`]: the middleware enforcing it, with rate limits and audit entries.
@@ -52,4 +53,5 @@ pub mod routes;
 pub mod secrets;
 pub mod signing;
 pub mod state;
+pub mod task_reads;
 pub mod tls;

@@ -27,6 +27,8 @@ pub struct Inner {
     pub audit: crate::audit::AuditWriter,
     /// API keys and finished tasks' bodies ([`crate::cache`]).
     pub caches: crate::cache::Caches,
+    /// Live tasks' reads, batched per tenant ([`crate::task_reads`]).
+    pub task_reads: crate::task_reads::TaskReads,
     /// Tenants' rate limits and quotas, briefly cached ([`crate::limits`]).
     pub limits_cache: crate::limits::LimitsCache,
     /// Tenants' queued-task counts, briefly cached ([`crate::limits`]).

@@ -6,7 +6,10 @@
 //! The API's audit writer, the dispatcher's report batcher and its placements are built
 //! on it.
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::hash::Hash;
+use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
@@ -93,6 +96,80 @@ impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
     }
 }
 
+/// A [`Batcher`] whose items carry a key (a tenant): each batch is split by key, and
+/// each key's share goes to `apply` — one call per key, the keys' calls side by side —
+/// so one transaction serves one key's items.
+pub struct KeyedBatcher<K, T, R> {
+    batcher: Batcher<(K, T), Option<R>>,
+}
+
+impl<K, T, R> Clone for KeyedBatcher<K, T, R> {
+    fn clone(&self) -> Self {
+        KeyedBatcher {
+            batcher: self.batcher.clone(),
+        }
+    }
+}
+
+impl<K, T, R> KeyedBatcher<K, T, R>
+where
+    K: Clone + Eq + Hash + Send + Sync + 'static,
+    T: Send + 'static,
+    R: Send + 'static,
+{
+    /// Starts the worker ([`Batcher::start_concurrent`]). `apply` gets one key's items
+    /// in arrival order and returns one answer per item, in the same order.
+    pub fn start<F, Fut>(queue: usize, max_batch: usize, concurrency: usize, apply: F) -> Self
+    where
+        F: Fn(K, Vec<T>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Vec<R>> + Send + 'static,
+    {
+        let apply = Arc::new(apply);
+        let batcher = Batcher::start_concurrent(queue, max_batch, concurrency, move |items| {
+            let apply = apply.clone();
+            async move {
+                let count = items.len();
+                let shares = futures::future::join_all(split_by_key(items).into_iter().map(
+                    |(key, positions, items)| {
+                        let answers = apply(key, items);
+                        async move { (positions, answers.await) }
+                    },
+                ))
+                .await;
+                let mut answers: Vec<Option<R>> = (0..count).map(|_| None).collect();
+                for (positions, share) in shares {
+                    for (i, answer) in positions.into_iter().zip(share) {
+                        answers[i] = Some(answer);
+                    }
+                }
+                answers
+            }
+        });
+        KeyedBatcher { batcher }
+    }
+
+    /// Hands `item` to the worker under `key` and waits for its answer; `None` as for
+    /// [`Batcher::submit`].
+    pub async fn submit(&self, key: K, item: T) -> Option<R> {
+        self.batcher.submit((key, item)).await.flatten()
+    }
+}
+
+/// The items of each key, in arrival order, with their positions in `items`.
+fn split_by_key<K: Clone + Eq + Hash, T>(items: Vec<(K, T)>) -> Vec<(K, Vec<usize>, Vec<T>)> {
+    let mut shares: Vec<(K, Vec<usize>, Vec<T>)> = Vec::new();
+    let mut index: HashMap<K, usize> = HashMap::new();
+    for (i, (key, item)) in items.into_iter().enumerate() {
+        let share = *index.entry(key.clone()).or_insert_with(|| {
+            shares.push((key, Vec::new(), Vec::new()));
+            shares.len() - 1
+        });
+        shares[share].1.push(i);
+        shares[share].2.push(item);
+    }
+    shares
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,5 +207,36 @@ mod tests {
             .await
             .expect("two batches at once");
         assert_eq!(answers, (Some(1), Some(2)));
+    }
+
+    #[test]
+    fn items_are_split_by_key_in_arrival_order() {
+        let shares = split_by_key(vec![("a", 1), ("b", 2), ("a", 3), ("b", 4), ("c", 5)]);
+        assert_eq!(
+            shares,
+            vec![
+                ("a", vec![0, 2], vec![1, 3]),
+                ("b", vec![1, 3], vec![2, 4]),
+                ("c", vec![4], vec![5]),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn each_caller_gets_the_answer_of_its_keys_call() {
+        let batcher =
+            KeyedBatcher::start(64, 8, 2, |key: &'static str, items: Vec<u32>| async move {
+                items
+                    .into_iter()
+                    .map(|i| format!("{key}:{i}"))
+                    .collect::<Vec<_>>()
+            });
+        let key = |i: u32| if i.is_multiple_of(3) { "a" } else { "b" };
+        let answers =
+            futures::future::join_all((0..20u32).map(|i| batcher.submit(key(i), i))).await;
+        let expected: Vec<Option<String>> = (0..20u32)
+            .map(|i| Some(format!("{}:{i}", key(i))))
+            .collect();
+        assert_eq!(answers, expected);
     }
 }

@@ -102,7 +102,7 @@ pub use jobs::{
 };
 pub use limits::LimitsRepo;
 pub use pg::PgStore;
-pub use placement::MAX_PLACEMENT_BATCH;
+pub use placement::{get_tasks_each, MAX_PLACEMENT_BATCH};
 pub use recovery::{AttemptResult, RecoveryRepo};
 pub use reports::{Report, ReportOutcome, MAX_REPORT_BATCH};
 pub use service_instances::{InstanceRecord, StatusOutcome};

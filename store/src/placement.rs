@@ -133,6 +133,27 @@ pub(crate) async fn get_tasks(
     Ok(ids.iter().map(|id| found.get(id).cloned()).collect())
 }
 
+/// [`crate::TaskRepo::get_tasks`], answered per task: if the batch fails, each task is
+/// read alone, so that one failure does not fail the others (for batching callers).
+pub async fn get_tasks_each<S: crate::TaskRepo + ?Sized>(
+    store: &S,
+    tenant: &TenantCtx,
+    ids: &[TaskId],
+) -> Vec<Result<Option<TaskRecord>, StoreError>> {
+    match store.get_tasks(tenant, ids).await {
+        Ok(found) => found.into_iter().map(Ok).collect(),
+        Err(err) if ids.len() > 1 => {
+            tracing::info!(error = %err, tasks = ids.len(), "batched read failed; reading its tasks one by one");
+            let mut found = Vec::with_capacity(ids.len());
+            for &id in ids {
+                found.push(store.get_task(tenant, id).await);
+            }
+            found
+        }
+        Err(err) => vec![Err(err)],
+    }
+}
+
 /// Whether [`tasks_by_id`] locks the rows it reads.
 #[derive(Clone, Copy)]
 enum Lock {

@@ -27,7 +27,7 @@ impl Tenant {
 
 /// The tenant a call acts for, taken from the caller's credential. Every tenant-scoped
 /// store call takes one and sees only that tenant's rows.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TenantCtx {
     pub id: Uuid,
     /// Carried for logs and spans.

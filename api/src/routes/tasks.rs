@@ -198,8 +198,8 @@ async fn show(
         Some(body) => body,
         None => {
             let task = state
-                .store
-                .get_task(&caller.tenant, id)
+                .task_reads
+                .get(&caller.tenant, id)
                 .await?
                 .ok_or(ApiError::not_found("task"))?;
             let finished = task.state.is_terminal();
