@@ -13,10 +13,10 @@
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::Response;
 use chrono::Utc;
-use futures::future::join_all;
-use ris_runtime::batch::Batcher;
+use ris_runtime::batch::KeyedBatcher;
 use ris_schemas::security::AuditOutcome;
 use ris_store::{DynStore, NewAuditEntry, TenantCtx, MAX_AUDIT_BATCH};
+use uuid::Uuid;
 
 use crate::state::AppState;
 
@@ -132,60 +132,42 @@ pub async fn record(
 /// Entries waiting for the writer, at most; a request finding the queue full waits.
 const QUEUE: usize = 8192;
 
-/// Appends audit entries in batches ([`ris_runtime::batch`]): whatever accumulated
-/// while the previous batch was being written goes in the next, grouped by chain,
-/// chains written concurrently.
+/// Appends audit entries in batches ([`ris_runtime::batch::KeyedBatcher`]): whatever
+/// accumulated while the previous batch was being written goes in the next, split by
+/// chain (the tenant's, or the platform's), chains written concurrently, one
+/// transaction each.
 #[derive(Clone)]
-pub struct AuditWriter(Batcher<NewAuditEntry, Result<(), String>>);
+pub struct AuditWriter(KeyedBatcher<Option<Uuid>, NewAuditEntry, Result<(), String>>);
 
 impl AuditWriter {
     /// Starts the writer task (it ends when every [`AuditWriter`] clone is dropped).
     pub fn start(store: DynStore) -> Self {
-        Self(Batcher::start(QUEUE, MAX_AUDIT_BATCH, move |entries| {
-            write_batch(store.clone(), entries)
-        }))
+        Self(KeyedBatcher::start(
+            QUEUE,
+            MAX_AUDIT_BATCH,
+            1,
+            move |_chain, entries: Vec<NewAuditEntry>| {
+                let store = store.clone();
+                async move {
+                    let count = entries.len();
+                    metrics::histogram!("ris_audit_batch_entries").record(count as f64);
+                    let written = store
+                        .append_audit(entries)
+                        .await
+                        .map(drop)
+                        .map_err(|e| crate::error::error_chain(&e));
+                    vec![written; count]
+                }
+            },
+        ))
     }
 
     /// Appends `entry`; returns once it is committed (or failed, with why).
     pub async fn append(&self, entry: NewAuditEntry) -> Result<(), String> {
+        let chain = entry.tenant.as_ref().map(|t| t.id);
         self.0
-            .submit(entry)
+            .submit(chain, entry)
             .await
             .unwrap_or_else(|| Err("the audit writer has stopped".to_owned()))
     }
-}
-
-/// Writes `entries`, one group per chain (entries in arrival order within it); each
-/// entry's answer is its chain's.
-async fn write_batch(store: DynStore, entries: Vec<NewAuditEntry>) -> Vec<Result<(), String>> {
-    metrics::histogram!("ris_audit_batch_entries").record(entries.len() as f64);
-    // Chains in order of first appearance; each entry's chain as an index into them.
-    let mut chains: Vec<Option<uuid::Uuid>> = Vec::new();
-    let mut groups: Vec<Vec<NewAuditEntry>> = Vec::new();
-    let mut of_chain = Vec::with_capacity(entries.len());
-    for entry in entries {
-        let chain = entry.tenant.as_ref().map(|t| t.id);
-        let i = match chains.iter().position(|c| *c == chain) {
-            Some(i) => i,
-            None => {
-                chains.push(chain);
-                groups.push(Vec::new());
-                groups.len() - 1
-            }
-        };
-        groups[i].push(entry);
-        of_chain.push(i);
-    }
-    let written = join_all(groups.into_iter().map(|group| {
-        let store = store.clone();
-        async move {
-            store
-                .append_audit(group)
-                .await
-                .map(drop)
-                .map_err(|e| crate::error::error_chain(&e))
-        }
-    }))
-    .await;
-    of_chain.into_iter().map(|c| written[c].clone()).collect()
 }
