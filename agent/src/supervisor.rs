@@ -95,6 +95,12 @@ async fn supervise_shared(
     tracing::warn!("the swarm's shared connection is closed");
 }
 
+/// Reports an agent may have awaiting their confirms at once (each lane is a channel).
+/// An agent reports two messages per task, and a confirm takes a millisecond or two, so
+/// two lanes carry about a thousand tasks a second; every channel more is a process in
+/// the broker for each agent of the fleet.
+pub(crate) const AGENT_LANES: usize = 2;
+
 /// Who closes the connection when a session ends.
 #[derive(Clone, Copy, PartialEq)]
 enum Owner {
@@ -112,7 +118,8 @@ async fn session(
     // Listen before anything else so no error event is missed.
     let mut events = conn.events_listener();
     let setup_timeout = shared.timings.setup_timeout;
-    match tokio::time::timeout(setup_timeout, Publisher::new(conn)).await {
+    let publisher = Publisher::with_lanes(conn, AGENT_LANES);
+    match tokio::time::timeout(setup_timeout, publisher).await {
         Ok(Ok(publisher)) => shared.reporter.set_publisher(Some(
             publisher.with_confirm_timeout(shared.timings.publish_timeout),
         )),

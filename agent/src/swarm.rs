@@ -19,7 +19,7 @@ use crate::machine::Machine;
 
 /// Channels one agent session keeps open on its connection: the publisher's main
 /// channel and its confirm lanes, the task consumer's and the control consumer's.
-pub const CHANNELS_PER_AGENT: usize = 1 + ris_broker::DEFAULT_LANES + 2;
+pub const CHANNELS_PER_AGENT: usize = 1 + crate::supervisor::AGENT_LANES + 2;
 
 /// Channels RabbitMQ allows on one connection (`channel_max`, 2,047 by default). A
 /// shared connection carries at most this many divided by [`CHANNELS_PER_AGENT`] agents;

@@ -113,7 +113,7 @@ struct FleetArgs {
     /// Measured steady state after every agent is online.
     #[arg(long, default_value_t = 60)]
     secs: u64,
-    /// At most 292 (RabbitMQ's 2,047 channels per connection, 7 per agent).
+    /// At most 409 (RabbitMQ's 2,047 channels per connection, 5 per agent).
     #[arg(long, default_value_t = 250)]
     per_connection: usize,
     #[arg(long, default_value_t = 64)]

@@ -44,7 +44,7 @@ pub struct SwarmOptions {
     pub labels: Vec<(String, String)>,
     /// Agents per shared AMQP connection, each with
     /// [`ris_agent::swarm::CHANNELS_PER_AGENT`] channels: at most
-    /// [`ris_agent::swarm::CHANNEL_MAX`] / that (292).
+    /// [`ris_agent::swarm::CHANNEL_MAX`] / that (409).
     pub per_connection: usize,
     pub enroll_concurrency: usize,
     /// Name prefix, so two swarms of one tenant do not collide.

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use ris_tests::System;
 use serde_json::{json, Value};
 
+use crate::procstat::Watch;
 use crate::stats::{ms, round2};
 use crate::swarm::{Swarm, SwarmOptions};
 
@@ -35,6 +36,10 @@ pub async fn run(
         "task": { "kind": "noop" },
         "max_concurrency": "100%",
     });
+    let watch = Watch::start(&[
+        ("api", system.api_pid(0)),
+        ("dispatcher", system.dispatcher_pid(0)),
+    ]);
     let start = Instant::now();
     let (status, job) = tenant
         .request(reqwest::Method::POST, "/v1/jobs", Some(body))
@@ -64,6 +69,7 @@ pub async fn run(
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
     let total = start.elapsed();
+    let processes = watch.finish();
     anyhow::ensure!(
         done["state"] == "completed" && done["counts"]["completed"].as_u64() == Some(agents as u64),
         "job {id} ended without every child completed: {done}"
@@ -73,7 +79,7 @@ pub async fn run(
         "method": "one fleet job (POST /v1/jobs, selector, mode all, max_concurrency 100%)",
         "swarm_connections": swarm.connections(),
         "enroll_secs": round2(swarm.enroll_secs), "swarm_start_secs": round2(swarm.start_secs), "online_secs": round2(online_secs),
-        "create_ms": ms(created), "all_persisted_ms": ms(total),
+        "create_ms": ms(created), "all_persisted_ms": ms(total), "processes": processes,
     });
     let human = format!(
         "fanout: one job to {agents} swarm agents: every result persisted {} ms after the request (creating the job took {} ms; target <= 2000 ms). Enrolling took {:.1} s.",
