@@ -12,6 +12,9 @@ use crate::events::listen;
 use crate::stats::{ms, round2};
 use crate::swarm::{Swarm, SwarmOptions};
 
+/// Tasks placed on the victim and not started yet when it is killed, at least.
+const KILL_WITH_WAITING: usize = 2;
+
 pub async fn run(
     system: &System,
     heartbeat_secs: u32,
@@ -37,17 +40,21 @@ pub async fn run(
     let body = super::shell_selector("fo=yes", &["sleep", "0.5"]);
     let sent = super::submit_all(&tenant, vec![body; tasks], 16).await?;
     let ids: Vec<String> = sent.into_iter().map(|(id, _)| id).collect();
-    // Kill once the victim has run something and still has placements pending.
+    // Kill once the victim has run something and has tasks placed on it that have not
+    // started (right after its first start, the submissions may not have placed any).
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
-        let ran = ids.iter().any(|id| {
-            events
-                .seen(id)
-                .executing
-                .iter()
-                .any(|(_, a)| *a == victim.id)
-        });
-        if ran {
+        let (mut ran, mut waiting) = (false, 0);
+        for id in &ids {
+            let seen = events.seen(id);
+            let started = seen.executing.iter().any(|(_, a)| *a == victim.id);
+            ran |= started;
+            let on_victim = seen.routed.last().is_some_and(|(_, a)| *a == victim.id);
+            if on_victim && !started && seen.done.is_none() {
+                waiting += 1;
+            }
+        }
+        if ran && waiting >= KILL_WITH_WAITING {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -91,6 +98,10 @@ pub async fn run(
             worst = Some(worst.map_or(took, |w| w.max(took)));
         }
     }
+    anyhow::ensure!(
+        queued > 0,
+        "the victim had no task waiting when it was killed: nothing failed over"
+    );
     let in_intervals = |d: Duration| round2(d.as_secs_f64() / f64::from(heartbeat_secs));
     let (worst_ms, intervals) = (worst.map(ms), worst.map(in_intervals));
     let (replaced_ms, replaced_intervals) = (replaced.map(ms), replaced.map(in_intervals));
