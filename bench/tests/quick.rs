@@ -60,9 +60,9 @@ fn every_scenario_runs_in_quick_mode() {
             "latency",
             "throughput",
             "fanout",
-            "fleet",
             "api",
-            "failover"
+            "failover",
+            "fleet"
         ],
         "{stderr}"
     );
