@@ -41,7 +41,7 @@ impl Default for OnlineAgents {
 }
 
 impl OnlineAgents {
-    pub fn with_ttl(ttl: Duration) -> Self {
+    fn with_ttl(ttl: Duration) -> Self {
         OnlineAgents {
             loads: Cache::builder()
                 .max_capacity(200_000)
