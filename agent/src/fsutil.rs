@@ -45,6 +45,24 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     result
 }
 
+/// Creates `path`, which must not exist, and writes `bytes` to it, without syncing: the
+/// caller syncs the returned file and the directory when it needs the file durable
+/// (the journal overlaps that with a publish). For files that are never replaced, where
+/// a crash may leave a truncated file that the reader recognises. On failure the file is
+/// removed again (an `AlreadyExists` error leaves the existing file alone).
+pub fn write_new(path: &Path, bytes: &[u8], mode: u32) -> io::Result<fs::File> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)?;
+    if let Err(e) = file.write_all(bytes) {
+        let _ = fs::remove_file(path);
+        return Err(e);
+    }
+    Ok(file)
+}
+
 /// Removes `path` (a missing file is fine) and fsyncs its directory.
 pub fn remove_durably(path: &Path) -> io::Result<()> {
     match fs::remove_file(path) {

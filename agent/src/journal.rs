@@ -1,7 +1,8 @@
 //! The task journal: which assignments this agent accepted, on disk.
 //!
-//! An assignment is journaled (`journal/<task_id>.<attempt>.json`, written and fsynced)
-//! before its `executing` report is published and its delivery acked. The journal
+//! An assignment is journaled (`journal/<task_id>.<attempt>.json`) before its delivery
+//! is acked and the task started; the entry's fsync runs while the `executing` report
+//! awaits its confirm, and the task starts only once both are done. The journal
 //! answers two questions:
 //!
 //! - *Is this delivery a redelivery?* RabbitMQ redelivers when an ack was lost with the
@@ -75,11 +76,34 @@ impl Journal {
         self.entry_path(task_id, attempt).exists() || self.marker_path(task_id, attempt).exists()
     }
 
-    /// Records an accepted assignment durably.
-    pub async fn record(&self, entry: &JournalEntry) -> Result<(), JournalError> {
+    /// Records an accepted assignment durably: [`Journal::write`], then
+    /// [`Unsynced::sync`]. `Ok(false)`: the attempt was journaled already.
+    pub async fn record(&self, entry: &JournalEntry) -> Result<bool, JournalError> {
+        match self.write(entry).await? {
+            Some(unsynced) => unsynced.sync().await.map(|()| true),
+            None => Ok(false),
+        }
+    }
+
+    /// Writes an entry under its final name without waiting for the disk, so the caller
+    /// can overlap the flush ([`Unsynced::sync`]) with other work: the worker publishes
+    /// the `executing` report meanwhile, and starts the task only once both are done.
+    /// The file is new (never written over), so a crash before the flush leaves no
+    /// entry, or a truncated one that [`Journal::unfinished`] moves aside: either way a
+    /// task that never started. A failed write leaves nothing behind.
+    ///
+    /// `Ok(None)`: an entry for this attempt exists already (another delivery of the
+    /// same attempt is being accepted, or was).
+    pub async fn write(&self, entry: &JournalEntry) -> Result<Option<Unsynced>, JournalError> {
         let path = self.entry_path(entry.assignment.task_id, entry.assignment.attempt);
         let bytes = serde_json::to_vec(entry)?;
-        blocking(move || fsutil::write_atomic(&path, &bytes, 0o600).map_err(io_err(&path))).await
+        tokio::task::spawn_blocking(move || match fsutil::write_new(&path, &bytes, 0o600) {
+            Ok(file) => Ok(Some(Unsynced { file, path })),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(None),
+            Err(e) => Err(io_err(&path)(e)),
+        })
+        .await
+        .map_err(|_| JournalError::Blocking)?
     }
 
     /// The attempt's result is safe (published or outboxed): the entry becomes its
@@ -156,6 +180,25 @@ impl Journal {
             }
         }
         Ok(paths)
+    }
+}
+
+/// A journal entry written but not yet flushed to disk ([`Journal::write`]).
+#[derive(Debug)]
+#[must_use = "an entry is durable only once synced"]
+pub struct Unsynced {
+    file: std::fs::File,
+    path: PathBuf,
+}
+
+impl Unsynced {
+    /// Flushes the entry and its directory entry: from then on it survives a crash.
+    pub async fn sync(self) -> Result<(), JournalError> {
+        blocking(move || {
+            self.file.sync_all().map_err(io_err(&self.path))?;
+            fsutil::sync_dir(&self_dir(&self.path)).map_err(io_err(&self.path))
+        })
+        .await
     }
 }
 

@@ -1,6 +1,7 @@
 //! The task consumer: turns deliveries on `ris.agent.<id>` into running tasks.
 //!
-//! For each valid assignment: journal it, publish `executing` and wait for the confirm,
+//! For each valid assignment: journal it and publish `executing` (the entry's flush and
+//! the report's confirm overlap), wait for both,
 //! then ack. From then on the task does not hold its delivery (RabbitMQ's consumer
 //! timeout would kill a long one); the heartbeat is its lease. The task runs spawned,
 //! up to `capacity` at once, and its `finished` report is published or outboxed.
@@ -130,16 +131,24 @@ async fn accept(shared: &Arc<Shared>, delivery: Delivery, a: Assignment, stop: &
         started_at: Utc::now(),
     };
     let a = &entry.assignment;
-    if let Err(e) = shared.journal.record(&entry).await {
-        tracing::error!(error = %e, "cannot journal the task; requeued");
-        // Give a full disk a moment instead of spinning on redeliveries.
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            _ = stop.cancelled() => {}
+    let unsynced = match shared.journal.write(&entry).await {
+        Ok(Some(unsynced)) => unsynced,
+        Ok(None) => {
+            tracing::info!("another delivery of this attempt was accepted; acked, not run again");
+            ack(&delivery).await;
+            return;
         }
-        requeue(&delivery).await;
-        return;
-    }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot journal the task; requeued");
+            // Give a full disk a moment instead of spinning on redeliveries.
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = stop.cancelled() => {}
+            }
+            requeue(&delivery).await;
+            return;
+        }
+    };
     let executing = ResultMessage::Executing(Executing {
         v: V1,
         task_id: a.task_id,
@@ -147,13 +156,27 @@ async fn accept(shared: &Arc<Shared>, delivery: Delivery, a: Assignment, stop: &
         agent_id: shared.agent_id,
         started_at: entry.started_at,
     });
-    if let Err(e) = shared.reporter.publish(&executing).await {
-        tracing::warn!(error = %e, "cannot report executing; requeued, not started");
-        if let Err(e) = shared.journal.forget(a.task_id, a.attempt).await {
-            tracing::error!(error = %e, "cannot remove the journal entry");
+    // The entry's flush and the report's confirm each wait on a disk (ours, the
+    // broker's): both at once. The task starts only when both are done.
+    let (synced, reported) = tokio::join!(unsynced.sync(), shared.reporter.publish(&executing));
+    match (synced, reported) {
+        (Ok(()), Ok(())) => {}
+        (synced, Err(e)) => {
+            tracing::warn!(error = %e, journaled = synced.is_ok(), "cannot report executing; requeued, not started");
+            if let Err(e) = shared.journal.forget(a.task_id, a.attempt).await {
+                tracing::error!(error = %e, "cannot remove the journal entry");
+            }
+            requeue(&delivery).await;
+            return;
         }
-        requeue(&delivery).await;
-        return;
+        (Err(e), Ok(())) => {
+            // Reported `executing`, so the dispatcher waits for this attempt's result:
+            // it gets one, and the attempt is closed without running.
+            tracing::error!(error = %e, "cannot flush the journal entry; the attempt fails unstarted");
+            ack(&delivery).await;
+            report_unjournaled(shared, &entry).await;
+            return;
+        }
     }
     // A lost ack means a redelivery, which the journal recognises.
     ack(&delivery).await;
@@ -306,6 +329,29 @@ async fn dropped_if_cancelled(
         return false;
     }
     true
+}
+
+/// Closes an attempt reported `executing` whose journal entry could not be made durable:
+/// it never started, and fails with reason `journal_failed` (retried as the task's policy
+/// says for a failure).
+async fn report_unjournaled(shared: &Shared, entry: &JournalEntry) {
+    let a = &entry.assignment;
+    let finished = ResultMessage::Finished(Finished {
+        v: V1,
+        task_id: a.task_id,
+        attempt: a.attempt,
+        agent_id: shared.agent_id,
+        started_at: entry.started_at,
+        finished_at: Utc::now(),
+        result: ris_schemas::task::TaskResult {
+            outcome: Outcome::Failed,
+            reason: Some(reason::JOURNAL_FAILED.to_owned()),
+            error: Some("the agent could not record the task on its disk; not started".to_owned()),
+            duration_ms: 0,
+            output: ris_schemas::task::TaskOutput::None,
+        },
+    });
+    finish(shared, &finished, a.task_id, a.attempt).await;
 }
 
 /// Reports that the attempt ended without ever starting.

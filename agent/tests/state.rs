@@ -76,7 +76,7 @@ async fn journal_detects_redelivery_across_reopen_and_after_completion() {
         assignment: assignment(task, 1),
         started_at: Utc::now(),
     };
-    journal.record(&entry).await.unwrap();
+    assert!(journal.record(&entry).await.unwrap(), "a new attempt");
     assert!(journal.contains(task, 1));
     assert!(!journal.contains(task, 2), "another attempt is new work");
 
@@ -95,6 +95,29 @@ async fn journal_detects_redelivery_across_reopen_and_after_completion() {
     journal.complete(other, 1).await.unwrap();
     assert!(journal.contains(other, 1));
     assert!(journal.unfinished().unwrap().is_empty());
+}
+
+/// Two deliveries of one attempt accepted at once: only the first writes an entry (the
+/// second is told so and must not run it), and a written entry is readable before its
+/// flush and after it.
+#[tokio::test]
+async fn journal_writes_an_attempt_once() {
+    let tmp = common::TempDir::new();
+    let journal = Journal::open(tmp.path()).unwrap();
+    let task = TaskId::new();
+    let entry = JournalEntry {
+        assignment: assignment(task, 1),
+        started_at: Utc::now(),
+    };
+    let unsynced = journal.write(&entry).await.unwrap().expect("a new attempt");
+    assert!(journal.contains(task, 1));
+    assert!(
+        journal.write(&entry).await.unwrap().is_none(),
+        "a second copy"
+    );
+    assert!(!journal.record(&entry).await.unwrap(), "a second copy");
+    unsynced.sync().await.unwrap();
+    assert_eq!(journal.unfinished().unwrap(), vec![entry]);
 }
 
 #[tokio::test]

@@ -29,8 +29,7 @@ pub fn placement_steps(page: &str) -> serde_json::Value {
         "candidates",
         "begin_attempt",
         "publish",
-        "inflight",
-        "event",
+        "inflight_and_event",
     ] {
         let label = format!("step=\"{step}\"");
         let get = |q| {

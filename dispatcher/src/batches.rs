@@ -15,9 +15,9 @@ use std::future::Future;
 use std::sync::Arc;
 
 use ris_runtime::batch::KeyedBatcher;
-use ris_schemas::ids::{AgentId, TaskId};
+use ris_schemas::ids::TaskId;
 use ris_store::{
-    DynStore, StoreError, TaskRecord, TenantCtx, TransitionOutcome, MAX_PLACEMENT_BATCH,
+    DynStore, Placement, StoreError, TaskRecord, TenantCtx, TransitionOutcome, MAX_PLACEMENT_BATCH,
 };
 
 /// Batches in flight at once: while one commits, the next gathers and starts, so the
@@ -49,7 +49,7 @@ pub struct Batches(Arc<Inner>);
 
 struct Inner {
     store: DynStore,
-    placements: ByTenant<(TaskId, AgentId), Result<TransitionOutcome, StoreError>>,
+    placements: ByTenant<Placement, Result<TransitionOutcome, StoreError>>,
     reads: ByTenant<TaskId, Result<Option<TaskRecord>, StoreError>>,
 }
 
@@ -57,7 +57,7 @@ impl Batches {
     /// Starts the workers (on the current tokio runtime).
     pub fn start(store: DynStore) -> Self {
         let placing = store.clone();
-        let placements = by_tenant(move |tenant, items: Vec<(TaskId, AgentId)>| {
+        let placements = by_tenant(move |tenant, items: Vec<Placement>| {
             let store = placing.clone();
             async move {
                 metrics::histogram!("ris_placement_batch_size").record(items.len() as f64);
@@ -66,8 +66,8 @@ impl Batches {
                     Err(err) if items.len() > 1 => {
                         tracing::info!(error = %err, placements = items.len(), "placement batch failed; recording its placements one by one");
                         let mut outcomes = Vec::with_capacity(items.len());
-                        for (task, agent) in items {
-                            outcomes.push(store.begin_attempt(&tenant, task, agent).await);
+                        for item in items {
+                            outcomes.push(record_alone(&*store, &tenant, item).await);
                         }
                         outcomes
                     }
@@ -87,24 +87,22 @@ impl Batches {
         }))
     }
 
-    /// Records the placement of `task` on `agent` ([`ris_store::TaskRepo::begin_attempt`]),
-    /// in some batch.
+    /// Records `placement` ([`ris_store::TaskRepo::begin_attempts`]), in some batch.
     pub async fn begin_attempt(
         &self,
         tenant: &TenantCtx,
-        task: TaskId,
-        agent: AgentId,
+        placement: Placement,
     ) -> Result<TransitionOutcome, StoreError> {
         match self
             .0
             .placements
-            .submit(tenant.clone(), (task, agent))
+            .submit(tenant.clone(), placement.clone())
             .await
         {
             Some(outcome) => outcome,
             None => {
                 tracing::error!("placement batcher gave no answer; recording the placement alone");
-                self.0.store.begin_attempt(tenant, task, agent).await
+                record_alone(&*self.0.store, tenant, placement).await
             }
         }
     }
@@ -123,4 +121,17 @@ impl Batches {
             }
         }
     }
+}
+
+/// One placement in a transaction of its own.
+async fn record_alone(
+    store: &dyn ris_store::Store,
+    tenant: &TenantCtx,
+    placement: Placement,
+) -> Result<TransitionOutcome, StoreError> {
+    store
+        .begin_attempts(tenant, std::slice::from_ref(&placement))
+        .await?
+        .pop()
+        .ok_or_else(|| StoreError::Corrupt("no outcome for a placement".into()))
 }

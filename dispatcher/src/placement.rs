@@ -14,15 +14,16 @@
 //! job (see docs/architecture.md).
 
 use std::cmp::Ordering;
+use std::sync::Arc;
 
 use chrono::{Duration, Utc};
 use rand::seq::SliceRandom;
 use ris_broker::{names, PublishOptions, Publisher};
-use ris_schemas::ids::AgentId;
+use ris_schemas::ids::{AgentId, TaskId};
 use ris_schemas::messages::{AgentMessage, Assignment};
-use ris_schemas::task::{Target, TaskState};
+use ris_schemas::task::{Target, TaskRequest, TaskState};
 use ris_schemas::version::V1;
-use ris_store::{TaskRecord, TenantCtx, Transition, TransitionOutcome};
+use ris_store::{Placement, TaskRecord, TenantCtx, Transition, TransitionOutcome};
 
 use crate::context::Context;
 use crate::events;
@@ -96,62 +97,125 @@ pub async fn place(
         return Placed::NotWaiting;
     }
     let step = Step::start();
-    let (agents, cached) = match until_ok("list_agents", &ctx.shutdown, || {
-        targets(ctx, tenant, &task.request.target)
+    let target = &task.request.target;
+    let required = task.request.task.required_capability();
+    let (agent, step) = match pick(ctx, tenant, target, required, step).await {
+        Ok(Pick::Agent(agent, step)) => (agent, step),
+        Ok(Pick::NoTarget { cached: true } | Pick::NoCandidate { cached: true, .. }) => {
+            return again_with_fresh_list(ctx, tenant, publisher, task).await;
+        }
+        Ok(Pick::NoTarget { cached: false }) => {
+            if let Target::Agent(id) = task.request.target {
+                let detail = serde_json::json!({ "agent_id": id });
+                return fail(
+                    ctx,
+                    tenant,
+                    publisher,
+                    &task,
+                    "unknown_agent".into(),
+                    detail,
+                )
+                .await;
+            }
+            return Placed::NoAgent;
+        }
+        Ok(Pick::NoCandidate { lacking, .. }) => {
+            // An agent named by id that is online and says it cannot run this kind of
+            // task never will while it says so: fail now rather than at the queue
+            // deadline. (A selector waits: a capable agent may still come.)
+            if let (Target::Agent(id), Some(capability), true) = (target, required, lacking > 0) {
+                let reason = format!("{capability}_unavailable");
+                let detail = serde_json::json!({ "agent_id": id, "capability": capability });
+                return fail(ctx, tenant, publisher, &task, reason, detail).await;
+            }
+            return Placed::NoAgent;
+        }
+        Err(placed) => return placed,
+    };
+    tracing::Span::current().record("agent_id", tracing::field::display(agent));
+    let placement = Placement::new(task.id, agent);
+    record_and_assign(ctx, tenant, publisher, placement, step)
+        .await
+        .unwrap_or(Placed::NotWaiting)
+}
+
+/// Places a task known only from its submission, without reading it first: the API
+/// stored it `queued` with this very request just before publishing it. Only the
+/// common case is handled here: an agent found at once, and the task as submitted
+/// (checked when the placement is recorded). `None` in every other case, with nothing
+/// changed: the caller then reads the task and places it with [`place`].
+#[tracing::instrument(skip_all, fields(tenant = %tenant.name, %task_id, agent_id))]
+pub async fn place_submitted(
+    ctx: &Context,
+    tenant: &TenantCtx,
+    publisher: &Publisher,
+    task_id: TaskId,
+    request: Arc<TaskRequest>,
+) -> Option<Placed> {
+    let step = Step::start();
+    let required = request.task.required_capability();
+    let (agent, step) = match pick(ctx, tenant, &request.target, required, step).await {
+        Ok(Pick::Agent(agent, step)) => (agent, step),
+        Ok(_) => return None,
+        Err(placed) => return Some(placed),
+    };
+    tracing::Span::current().record("agent_id", tracing::field::display(agent));
+    let placement = Placement::of_submitted(task_id, agent, request);
+    record_and_assign(ctx, tenant, publisher, placement, step).await
+}
+
+/// What [`pick`] found.
+enum Pick {
+    /// The agent to place on (and the timing of the placement so far).
+    Agent(AgentId, Step),
+    /// No agent of the list (cached or read afresh) matches the target.
+    NoTarget { cached: bool },
+    /// Agents match, but none is online and able; `lacking` were online without the
+    /// capability the task needs.
+    NoCandidate { cached: bool, lacking: usize },
+}
+
+/// The least-loaded online agent that matches `target` and has `required`. `Err`: what
+/// became of the placement when a dependency stayed down or the dispatcher stopped.
+async fn pick(
+    ctx: &Context,
+    tenant: &TenantCtx,
+    target: &Target,
+    required: Option<&str>,
+    step: Step,
+) -> Result<Pick, Placed> {
+    let (agents, cached) = until_ok("list_agents", &ctx.shutdown, || {
+        targets(ctx, tenant, target)
     })
     .await
-    {
-        Ok(listed) => listed,
-        Err(stop) => return stopped(stop),
-    };
-    if cached && agents.is_empty() {
-        return again_with_fresh_list(ctx, tenant, publisher, task).await;
-    }
+    .map_err(stopped)?;
     if agents.is_empty() {
-        if let Target::Agent(id) = task.request.target {
-            let detail = serde_json::json!({ "agent_id": id });
-            return fail(
-                ctx,
-                tenant,
-                publisher,
-                &task,
-                "unknown_agent".into(),
-                detail,
-            )
-            .await;
-        }
-        return Placed::NoAgent;
+        return Ok(Pick::NoTarget { cached });
     }
     let step = step.next("targets");
-    let required = task.request.task.required_capability();
-    let (candidates, lacking) = match until_ok("presence", &ctx.shutdown, || {
+    let (candidates, lacking) = until_ok("presence", &ctx.shutdown, || {
         candidates(ctx, tenant, &agents, required)
     })
     .await
-    {
-        Ok(c) => c,
-        Err(stop) => return stopped(stop),
-    };
-    let Some(agent) = choose(&candidates) else {
-        if cached {
-            return again_with_fresh_list(ctx, tenant, publisher, task).await;
-        }
-        // An agent named by id that is online and says it cannot run this kind of
-        // task never will while it says so: fail now rather than at the queue
-        // deadline. (A selector waits: a capable agent may still come.)
-        if let (Target::Agent(id), Some(capability), true) =
-            (&task.request.target, required, lacking > 0)
-        {
-            let reason = format!("{capability}_unavailable");
-            let detail = serde_json::json!({ "agent_id": id, "capability": capability });
-            return fail(ctx, tenant, publisher, &task, reason, detail).await;
-        }
-        return Placed::NoAgent;
-    };
-    tracing::Span::current().record("agent_id", tracing::field::display(agent));
-    let step = step.next("candidates");
+    .map_err(stopped)?;
+    match choose(&candidates) {
+        Some(agent) => Ok(Pick::Agent(agent, step.next("candidates"))),
+        None => Ok(Pick::NoCandidate { cached, lacking }),
+    }
+}
+
+/// Records `placement` (in some batch) and hands the task to its agent. `None` when
+/// the task was not as a placement chosen from its submission expected: nothing changed.
+async fn record_and_assign(
+    ctx: &Context,
+    tenant: &TenantCtx,
+    publisher: &Publisher,
+    placement: Placement,
+    step: Step,
+) -> Option<Placed> {
+    let agent = placement.agent;
     let task = match until_ok("begin_attempt", &ctx.shutdown, || {
-        ctx.batches.begin_attempt(tenant, task.id, agent)
+        ctx.batches.begin_attempt(tenant, placement.clone())
     })
     .await
     {
@@ -159,14 +223,15 @@ pub async fn place(
         Ok(TransitionOutcome::Applied(task)) if task.state != TaskState::Routing => {
             tracing::info!(state = %task.state, reason = ?task.reason, "not placed: its job stopped");
             events::task_changed(publisher, &tenant.name, &task).await;
-            return Placed::NotWaiting;
+            return Some(Placed::NotWaiting);
         }
         Ok(TransitionOutcome::Applied(task)) => task,
-        Ok(_) => return Placed::NotWaiting,
-        Err(stop) => return stopped(stop),
+        Ok(TransitionOutcome::Unexpected) => return None,
+        Ok(_) => return Some(Placed::NotWaiting),
+        Err(stop) => return Some(stopped(stop)),
     };
     step.next("begin_attempt");
-    assign(ctx, tenant, publisher, task, agent).await
+    Some(assign(ctx, tenant, publisher, task, agent).await)
 }
 
 /// Before giving up on a task, reads the tenant's agents afresh (an agent enrolled or
@@ -319,18 +384,20 @@ async fn assign(
         return Placed::PublishFailed;
     }
     let step = step.next("publish");
-    // Counts against the agent until the task could no longer be running.
+    // Counts against the agent until the task could no longer be running. Recorded
+    // while the `routing` event goes out: neither waits for the other.
     let expires = Utc::now() + Duration::seconds(i64::from(request.timeout_secs.secs()) + 60);
-    if let Err(err) = ctx
-        .presence
-        .inflight_add(&tenant.name, agent, task.id, expires)
-        .await
-    {
-        tracing::warn!(error = %err, "in-flight count not recorded");
-    }
-    let step = step.next("inflight");
-    events::task_changed(publisher, &tenant.name, &task).await;
-    step.next("event");
+    let count = async {
+        if let Err(err) = ctx
+            .presence
+            .inflight_add(&tenant.name, agent, task.id, expires)
+            .await
+        {
+            tracing::warn!(error = %err, "in-flight count not recorded");
+        }
+    };
+    tokio::join!(count, events::task_changed(publisher, &tenant.name, &task));
+    step.next("inflight_and_event");
     tracing::debug!(attempt, "task assigned");
     Placed::Assigned { agent, attempt }
 }

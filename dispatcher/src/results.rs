@@ -126,14 +126,30 @@ async fn finished(
     f: &Finished,
 ) -> Result<bool, Stop<StoreError>> {
     let outcome = until_ok("record_result", &ctx.shutdown, || batcher.result(f)).await?;
-    if let Err(err) = ctx
-        .presence
-        .inflight_done(&tenant.name, f.agent_id, f.task_id)
-        .await
-    {
-        tracing::warn!(error = %err, "in-flight count not cleared; it expires by itself");
-    }
     tracing::debug!(?outcome, "result recorded");
+    // The agent's in-flight count is cleared while the result is announced: neither
+    // waits for the other.
+    let clear = async {
+        if let Err(err) = ctx
+            .presence
+            .inflight_done(&tenant.name, f.agent_id, f.task_id)
+            .await
+        {
+            tracing::warn!(error = %err, "in-flight count not cleared; it expires by itself");
+        }
+    };
+    let ((), known) = tokio::join!(clear, announce(ctx, tenant, publisher, f, outcome));
+    Ok(known)
+}
+
+/// Publishes what a recorded result did (and steps its job); false for an unknown task.
+async fn announce(
+    ctx: &Context,
+    tenant: &TenantCtx,
+    publisher: &Publisher,
+    f: &Finished,
+    outcome: ResultOutcome,
+) -> bool {
     match outcome {
         ResultOutcome::Applied(task) => {
             metrics::histogram!("ris_task_run_seconds", "state" => task.state.as_str())
@@ -149,7 +165,7 @@ async fn finished(
                 }
             }
         }
-        ResultOutcome::NotFound => return Ok(false),
+        ResultOutcome::NotFound => return false,
         ResultOutcome::Duplicate => {
             metrics::counter!("ris_results_duplicate_total").increment(1);
             tracing::debug!("duplicate result ignored");
@@ -163,5 +179,5 @@ async fn finished(
         }
         ResultOutcome::Invalid(err) => tracing::info!(error = %err, "result not applied"),
     }
-    Ok(true)
+    true
 }

@@ -6,10 +6,13 @@
 //! delivery acked only after that. A message that does not parse is dead-lettered with
 //! the reason; the consumer keeps going.
 
+use std::sync::Arc;
+
 use chrono::Utc;
 use ris_broker::lapin::message::Delivery;
 use ris_broker::lapin::options::BasicAckOptions;
 use ris_broker::{Publisher, SUBMIT_QUEUE};
+use ris_schemas::ids::TaskId;
 use ris_schemas::messages::{Submit, SubmitMessage};
 use ris_schemas::task::TaskState;
 use ris_store::{Inserted, TenantCtx};
@@ -54,9 +57,23 @@ pub async fn handle(
             Ok(reply) => reply,
             Err(reason) => return dead_letter(publisher, &delivery, &reason).await,
         };
-    // Most submissions come from the API, which stored the task before publishing it:
-    // a read finds it with one statement less than an insert that conflicts (and reads
-    // are batched with the other handlers').
+    // The API stores a task `queued` and then publishes its submission, stamped with
+    // the platform's broker user (which the broker checks): on its first delivery such a
+    // submission is placed without reading the task, the placement applying only if the
+    // task is still as submitted. Anything else (a redelivery, a reply asked for, an
+    // integrator's submission, or a task no longer as submitted) takes the general path.
+    let request = Arc::new(request);
+    if reply.is_none() && !delivery.redelivered && from_platform(ctx, &delivery) {
+        if let Some(placed) =
+            placement::place_submitted(ctx, tenant, publisher, task_id, request.clone()).await
+        {
+            return settle(ctx, tenant, &delivery, task_id, placed).await;
+        }
+        tracing::debug!("not placed from its submission alone; reading the task");
+    }
+    // The general path. Most submissions come from the API, which stored the task
+    // before publishing it: a read finds it with one statement less than an insert that
+    // conflicts (and reads are batched with the other handlers').
     let stored = match until_ok("get_task", &ctx.shutdown, || {
         ctx.batches.get_task(tenant, task_id)
     })
@@ -109,6 +126,28 @@ pub async fn handle(
     } else {
         placement::place(ctx, tenant, publisher, task).await
     };
+    settle(ctx, tenant, &delivery, task_id, placed).await
+}
+
+/// Whether the submission was published by the platform itself (the API), as the
+/// broker vouches for `user_id`.
+fn from_platform(ctx: &Context, delivery: &Delivery) -> bool {
+    delivery
+        .properties
+        .user_id()
+        .as_ref()
+        .is_some_and(|user| user.as_str() == ctx.config.broker.username)
+}
+
+/// Acks the delivery once its placement is settled (or leaves it to the broker when
+/// the dispatcher is stopping).
+async fn settle(
+    ctx: &Context,
+    tenant: &TenantCtx,
+    delivery: &Delivery,
+    task_id: TaskId,
+    placed: Placed,
+) -> Handled {
     if placed == Placed::Interrupted {
         return Handled::Released;
     }
@@ -123,7 +162,7 @@ pub async fn handle(
             return Handled::Released;
         }
     }
-    ack(&delivery).await
+    ack(delivery).await
 }
 
 pub async fn ack(delivery: &Delivery) -> Handled {

@@ -102,7 +102,7 @@ pub use jobs::{
 };
 pub use limits::LimitsRepo;
 pub use pg::PgStore;
-pub use placement::{get_tasks_each, MAX_PLACEMENT_BATCH};
+pub use placement::{get_tasks_each, Placement, MAX_PLACEMENT_BATCH};
 pub use recovery::{AttemptResult, RecoveryRepo};
 pub use reports::{Report, ReportOutcome, MAX_REPORT_BATCH};
 pub use service_instances::{InstanceRecord, StatusOutcome};
@@ -322,11 +322,13 @@ pub trait TaskRepo: Send + Sync {
     ) -> Result<TransitionOutcome, StoreError>;
     /// Several placements ([`Self::begin_attempt`]) in one transaction (group commit),
     /// each with the outcome it would have had alone, in order; at most
-    /// [`MAX_PLACEMENT_BATCH`]. If any statement fails, none of them is kept.
+    /// [`MAX_PLACEMENT_BATCH`]. If any statement fails, none of them is kept. A
+    /// placement chosen from a submission ([`Placement::of_submitted`]) applies only to
+    /// the task as submitted.
     async fn begin_attempts(
         &self,
         tenant: &TenantCtx,
-        placements: &[(TaskId, AgentId)],
+        placements: &[Placement],
     ) -> Result<Vec<TransitionOutcome>, StoreError>;
     /// Back to `queued` (attempts unchanged), placeable again after `retry_in`: undoes a
     /// placement whose publish failed (from `routing`, queue deadline kept), or delays a

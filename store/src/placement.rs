@@ -2,11 +2,12 @@
 //! per-task steps of a placement (begin an attempt, requeue).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ris_schemas::ids::{AgentId, TaskId};
 use ris_schemas::job::JobId;
-use ris_schemas::task::TaskState;
+use ris_schemas::task::{TaskRequest, TaskState};
 use uuid::Uuid;
 
 use crate::pg::micros;
@@ -23,6 +24,50 @@ pub const NO_AGENT: &str = "no_agent";
 /// The most placements recorded, or tasks read, in one transaction.
 pub const MAX_PLACEMENT_BATCH: usize = 128;
 
+/// A placement to record ([`crate::TaskRepo::begin_attempts`]): `task` on `agent`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Placement {
+    pub task: TaskId,
+    pub agent: AgentId,
+    /// The request `agent` was chosen for, when the caller chose it from a submission
+    /// without reading the task first: the placement then applies only to a stored,
+    /// `queued` task holding this very request, and is otherwise refused
+    /// ([`TransitionOutcome::Unexpected`], nothing changed).
+    pub submitted: Option<Arc<TaskRequest>>,
+}
+
+impl Placement {
+    /// A placement of a task the caller has read (and found waiting).
+    pub fn new(task: TaskId, agent: AgentId) -> Self {
+        Placement {
+            task,
+            agent,
+            submitted: None,
+        }
+    }
+
+    /// A placement of a task known only from its submission, as it was submitted.
+    pub fn of_submitted(task: TaskId, agent: AgentId, request: Arc<TaskRequest>) -> Self {
+        Placement {
+            task,
+            agent,
+            submitted: Some(request),
+        }
+    }
+
+    /// Whether `current` (the task as stored, if it is) is what this placement was
+    /// chosen for.
+    fn expects(&self, current: Option<&TaskRecord>) -> bool {
+        match (&self.submitted, current) {
+            (None, _) => true,
+            (Some(request), Some(task)) => {
+                task.state == TaskState::Queued && task.request == **request
+            }
+            (Some(_), None) => false,
+        }
+    }
+}
+
 /// [`crate::TaskRepo::begin_attempts`]. The tasks are locked in id order by one
 /// statement (two batches that share tasks lock them in the same order), then their
 /// jobs' rows, shared, by another; each placement is then checked and applied as it
@@ -31,7 +76,7 @@ pub const MAX_PLACEMENT_BATCH: usize = 128;
 pub(crate) async fn begin_attempts(
     store: &PgStore,
     tenant: &TenantCtx,
-    placements: &[(TaskId, AgentId)],
+    placements: &[Placement],
 ) -> Result<Vec<TransitionOutcome>, StoreError> {
     if placements.len() > MAX_PLACEMENT_BATCH {
         return Err(StoreError::Invalid(format!(
@@ -39,7 +84,7 @@ pub(crate) async fn begin_attempts(
             placements.len()
         )));
     }
-    let ids: Vec<TaskId> = placements.iter().map(|(id, _)| *id).collect();
+    let ids: Vec<TaskId> = placements.iter().map(|p| p.task).collect();
     let mut tx = store.tenant_tx(tenant).await?;
     let mut tasks = tasks_by_id(&mut tx, tenant, &ids, Lock::ForUpdate).await?;
     // A child of a job that stopped dispatching is cancelled instead of placed. The
@@ -49,8 +94,14 @@ pub(crate) async fn begin_attempts(
     let stopped = stopped_jobs(&mut tx, tenant, &tasks).await?;
     // `None`: a child to cancel once the share locks are released.
     let mut outcomes: Vec<Option<TransitionOutcome>> = Vec::with_capacity(placements.len());
-    for &(id, agent) in placements {
-        let Some(current) = tasks.get(&id) else {
+    for placement in placements {
+        let (id, agent) = (placement.task, placement.agent);
+        let current = tasks.get(&id);
+        if !placement.expects(current) {
+            outcomes.push(Some(TransitionOutcome::Unexpected));
+            continue;
+        }
+        let Some(current) = current else {
             outcomes.push(Some(TransitionOutcome::NotFound));
             continue;
         };
@@ -76,10 +127,10 @@ pub(crate) async fn begin_attempts(
     // Cancelling is a final change, which locks the job row exclusively: not while
     // holding the share lock, which another such placement may hold too.
     let mut done = Vec::with_capacity(outcomes.len());
-    for (outcome, &(id, _)) in outcomes.into_iter().zip(placements) {
+    for (outcome, placement) in outcomes.into_iter().zip(placements) {
         done.push(match outcome {
             Some(outcome) => outcome,
-            None => cancel_stopped_child(store, tenant, id).await?,
+            None => cancel_stopped_child(store, tenant, placement.task).await?,
         });
     }
     Ok(done)

@@ -18,7 +18,7 @@ use crate::pg::to_u32;
 use crate::tenants::joined;
 use crate::{
     cancel, placement, task_events, task_results, transitions, CancelOutcome, Cursor, PgStore,
-    ResultOutcome, StoreError, TaskEventRecord, TaskRepo, Tenant, TenantCtx, Transition,
+    Placement, ResultOutcome, StoreError, TaskEventRecord, TaskRepo, Tenant, TenantCtx, Transition,
     TransitionOutcome,
 };
 
@@ -364,7 +364,7 @@ impl TaskRepo for PgStore {
         id: TaskId,
         agent: AgentId,
     ) -> Result<TransitionOutcome, StoreError> {
-        placement::begin_attempts(self, tenant, &[(id, agent)])
+        placement::begin_attempts(self, tenant, &[Placement::new(id, agent)])
             .await?
             .pop()
             .ok_or_else(|| StoreError::Corrupt("no outcome for a placement".into()))
@@ -374,7 +374,7 @@ impl TaskRepo for PgStore {
     async fn begin_attempts(
         &self,
         tenant: &TenantCtx,
-        placements: &[(TaskId, AgentId)],
+        placements: &[Placement],
     ) -> Result<Vec<TransitionOutcome>, StoreError> {
         placement::begin_attempts(self, tenant, placements).await
     }

@@ -55,6 +55,9 @@ pub enum TransitionOutcome {
     Stale {
         current_attempt: u32,
     },
+    /// The task is not as the caller expected it (a placement chosen from a submission
+    /// found it no longer `queued`, or holding another request); nothing changed.
+    Unexpected,
 }
 
 /// Loads the task and locks its row until the transaction ends.

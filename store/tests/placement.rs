@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::{noop_request, TestDb, LONG_LEASE};
 use ris_schemas::ids::{AgentId, TaskId};
 use ris_schemas::task::TaskState;
-use ris_store::{TaskRepo, Transition, TransitionOutcome};
+use ris_store::{Placement, TaskRepo, Transition, TransitionOutcome};
 
 /// Makes every waiting task due for the sweep now, as if its first 2 s (left to its
 /// submission message) had passed.
@@ -323,12 +323,12 @@ async fn a_batch_of_placements_records_each_as_it_would_alone() {
 
     let (a, b) = (AgentId::new(), AgentId::new());
     let batch = [
-        (ids[1], a),
-        (ids[0], b),
-        (ids[1], b), // the same task again: refused, as after the first
-        (ids[2], a),
-        (TaskId::new(), a),
-        (foreign, a), // another tenant's: not seen
+        Placement::new(ids[1], a),
+        Placement::new(ids[0], b),
+        Placement::new(ids[1], b), // the same task again: refused, as after the first
+        Placement::new(ids[2], a),
+        Placement::new(TaskId::new(), a),
+        Placement::new(foreign, a), // another tenant's: not seen
     ];
     let outcomes = db.store.begin_attempts(&ctx, &batch).await.unwrap();
     assert_eq!(outcomes.len(), batch.len());
@@ -338,7 +338,7 @@ async fn a_batch_of_placements_records_each_as_it_would_alone() {
         };
         assert_eq!(
             (task.id, task.state, task.attempts, task.agent_id),
-            (batch[i].0, TaskState::Routing, 1, Some(agent))
+            (batch[i].task, TaskState::Routing, 1, Some(agent))
         );
     }
     assert!(
@@ -382,4 +382,61 @@ async fn a_batch_of_placements_records_each_as_it_would_alone() {
             Some((ids[2], TaskState::Cancelled)),
         ]
     );
+}
+
+/// A placement chosen from a submission, without reading the task, applies only to the
+/// task as submitted: stored, `queued`, with that request. Anything else is refused as
+/// `Unexpected` and changes nothing, so the dispatcher can fall back to reading it.
+#[tokio::test]
+async fn a_placement_from_a_submission_applies_only_to_the_task_as_submitted() {
+    let db = TestDb::new().await;
+    let ctx = db.tenant("acme").await.ctx();
+    let request = std::sync::Arc::new(noop_request(60));
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let id = TaskId::new();
+        db.store
+            .insert_task(&ctx, id, &request, None)
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    // ids[1] is placed already; ids[2] was stored with another request than the one
+    // its submission carries.
+    db.store
+        .begin_attempt(&ctx, ids[1], AgentId::new())
+        .await
+        .unwrap();
+    let mut other = noop_request(60);
+    other.metadata.insert("changed".into(), "yes".into());
+    let other = std::sync::Arc::new(other);
+
+    let agent = AgentId::new();
+    let batch = [
+        Placement::of_submitted(ids[0], agent, request.clone()),
+        Placement::of_submitted(ids[1], agent, request.clone()),
+        Placement::of_submitted(ids[2], agent, other),
+        Placement::of_submitted(TaskId::new(), agent, request.clone()),
+    ];
+    let outcomes = db.store.begin_attempts(&ctx, &batch).await.unwrap();
+    let TransitionOutcome::Applied(placed) = &outcomes[0] else {
+        panic!("the task as submitted: {:?}", outcomes[0]);
+    };
+    assert_eq!(
+        (placed.state, placed.attempts, placed.agent_id),
+        (TaskState::Routing, 1, Some(agent))
+    );
+    assert_eq!(
+        outcomes[1..],
+        [
+            TransitionOutcome::Unexpected,
+            TransitionOutcome::Unexpected,
+            TransitionOutcome::Unexpected
+        ]
+    );
+    let first = db.store.get_task(&ctx, ids[1]).await.unwrap().unwrap();
+    assert_eq!((first.attempts, first.state), (1, TaskState::Routing));
+    assert_ne!(first.agent_id, Some(agent), "the earlier placement stands");
+    let other = db.store.get_task(&ctx, ids[2]).await.unwrap().unwrap();
+    assert_eq!((other.attempts, other.state), (0, TaskState::Queued));
 }

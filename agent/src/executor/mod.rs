@@ -35,6 +35,9 @@ pub mod reason {
     pub const AGENT_RESTARTED: &str = "agent_restarted";
     /// The agent was stopped and the task did not finish within the shutdown grace.
     pub const AGENT_SHUTDOWN: &str = "agent_shutdown";
+    /// The agent reported the attempt `executing` but could not make its journal entry
+    /// durable, so it did not start it.
+    pub const JOURNAL_FAILED: &str = "journal_failed";
 }
 
 /// The limits every task carries.
