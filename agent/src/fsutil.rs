@@ -1,8 +1,10 @@
 //! Durable file writes for the state directory.
 //!
-//! Every file the agent keeps (identity, journal entries, outbox entries) is written to a
-//! temporary file in the same directory, fsynced, renamed over its final name and the
-//! directory fsynced, so a crash leaves either the old file or the new one, never half.
+//! Files the agent replaces (identity, outbox entries) are written to a temporary file in
+//! the same directory, fsynced, renamed over their final name and the directory fsynced,
+//! so a crash leaves either the old file or the new one, never half ([`write_atomic`]).
+//! Journal entries, which are never replaced, are created under their final name and
+//! synced by the caller ([`write_new`]); their reader recognises a truncated one.
 
 use std::fs::{self, DirBuilder, OpenOptions};
 use std::io::{self, Write};

@@ -143,7 +143,7 @@ impl Journal {
             {
                 Ok(entry) => entries.push(entry),
                 Err(e) => {
-                    tracing::error!(path = %path.display(), error = %e, "unreadable journal entry; moved aside");
+                    tracing::error!(path = %path.display(), error = %e, "unreadable journal entry (a crash before its flush leaves one; that task never started); moved aside");
                     let _ = std::fs::rename(&path, path.with_extension("corrupt"));
                 }
             }

@@ -1,8 +1,7 @@
 //! The task consumer: turns deliveries on `ris.agent.<id>` into running tasks.
 //!
 //! For each valid assignment: journal it and publish `executing` (the entry's flush and
-//! the report's confirm overlap), wait for both,
-//! then ack. From then on the task does not hold its delivery (RabbitMQ's consumer
+//! the report's confirm overlap), wait for both, then ack. From then on the task does not hold its delivery (RabbitMQ's consumer
 //! timeout would kill a long one); the heartbeat is its lease. The task runs spawned,
 //! up to `capacity` at once, and its `finished` report is published or outboxed.
 //! Anything that cannot be parsed, is meant for another agent, or is not signed by the
