@@ -12,13 +12,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use ris_broker::lapin::message::Delivery;
 use ris_broker::lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
 use ris_broker::lapin::Consumer;
+use ris_schemas::ids::TaskId;
 use ris_schemas::messages::{AgentMessage, Assignment, Executing, Finished, ResultMessage};
-use ris_schemas::task::Outcome;
+use ris_schemas::task::{Outcome, TaskOutput, TaskResult};
 use ris_schemas::version::V1;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
@@ -231,15 +232,7 @@ async fn run_task(
         duration_ms = result.duration_ms,
         "task finished"
     );
-    let finished = ResultMessage::Finished(Finished {
-        v: V1,
-        task_id: a.task_id,
-        attempt: a.attempt,
-        agent_id: shared.agent_id,
-        started_at: entry.started_at,
-        finished_at: Utc::now(),
-        result,
-    });
+    let finished = finished_report(&shared, a.task_id, a.attempt, entry.started_at, result);
     finish(&shared, &finished, a.task_id, a.attempt).await;
     drop(guard);
     drop(permit);
@@ -247,12 +240,7 @@ async fn run_task(
 
 /// Publishes or outboxes a `finished` report, then closes the journal entry. If even the
 /// outbox fails the entry stays, and the next start reports it as `agent_restarted`.
-async fn finish(
-    shared: &Shared,
-    finished: &ResultMessage,
-    task_id: ris_schemas::ids::TaskId,
-    attempt: u32,
-) {
+async fn finish(shared: &Shared, finished: &ResultMessage, task_id: TaskId, attempt: u32) {
     match shared.reporter.deliver(finished).await {
         Ok(Delivered::Published | Delivered::Outboxed(_)) => {
             if let Err(e) = shared.journal.complete(task_id, attempt).await {
@@ -277,23 +265,16 @@ pub(crate) async fn recover_unfinished(shared: &Shared) -> usize {
     for entry in entries {
         let a = &entry.assignment;
         tracing::warn!(task_id = %a.task_id, attempt = a.attempt, "task was running when the agent stopped; reporting it failed");
-        let now = Utc::now();
-        let finished = ResultMessage::Finished(Finished {
-            v: V1,
-            task_id: a.task_id,
-            attempt: a.attempt,
-            agent_id: shared.agent_id,
-            started_at: entry.started_at,
-            finished_at: now,
-            result: ris_schemas::task::TaskResult {
-                outcome: Outcome::Failed,
-                reason: Some(reason::AGENT_RESTARTED.to_owned()),
-                error: Some("the agent restarted while the task was running".to_owned()),
-                duration_ms: u64::try_from((now - entry.started_at).num_milliseconds())
-                    .unwrap_or(0),
-                output: ris_schemas::task::TaskOutput::None,
-            },
-        });
+        let result = TaskResult {
+            duration_ms: u64::try_from((Utc::now() - entry.started_at).num_milliseconds())
+                .unwrap_or(0),
+            ..ended_early(
+                Outcome::Failed,
+                reason::AGENT_RESTARTED,
+                "the agent restarted while the task was running",
+            )
+        };
+        let finished = finished_report(shared, a.task_id, a.attempt, entry.started_at, result);
         match shared.reporter.defer(&finished).await {
             Ok(_) => {
                 if let Err(e) = shared.journal.complete(a.task_id, a.attempt).await {
@@ -314,7 +295,7 @@ pub(crate) async fn recover_unfinished(shared: &Shared) -> usize {
 async fn dropped_if_cancelled(
     shared: &Shared,
     delivery: &Delivery,
-    task_id: ris_schemas::ids::TaskId,
+    task_id: TaskId,
     attempt: u32,
 ) -> bool {
     if shared.running.revoked().contains((task_id, attempt)) {
@@ -335,44 +316,55 @@ async fn dropped_if_cancelled(
 /// says for a failure).
 async fn report_unjournaled(shared: &Shared, entry: &JournalEntry) {
     let a = &entry.assignment;
-    let finished = ResultMessage::Finished(Finished {
-        v: V1,
-        task_id: a.task_id,
-        attempt: a.attempt,
-        agent_id: shared.agent_id,
-        started_at: entry.started_at,
-        finished_at: Utc::now(),
-        result: ris_schemas::task::TaskResult {
-            outcome: Outcome::Failed,
-            reason: Some(reason::JOURNAL_FAILED.to_owned()),
-            error: Some("the agent could not record the task on its disk; not started".to_owned()),
-            duration_ms: 0,
-            output: ris_schemas::task::TaskOutput::None,
-        },
-    });
+    let result = ended_early(
+        Outcome::Failed,
+        reason::JOURNAL_FAILED,
+        "the agent could not record the task on its disk; not started",
+    );
+    let finished = finished_report(shared, a.task_id, a.attempt, entry.started_at, result);
     finish(shared, &finished, a.task_id, a.attempt).await;
 }
 
 /// Reports that the attempt ended without ever starting.
-async fn report_not_started(shared: &Shared, task_id: ris_schemas::ids::TaskId, attempt: u32) {
-    let now = Utc::now();
-    let finished = ResultMessage::Finished(Finished {
+async fn report_not_started(shared: &Shared, task_id: TaskId, attempt: u32) {
+    let result = ended_early(
+        Outcome::Cancelled,
+        reason::NOT_STARTED,
+        "cancelled before it started",
+    );
+    let finished = finished_report(shared, task_id, attempt, Utc::now(), result);
+    if let Err(e) = shared.reporter.deliver(&finished).await {
+        tracing::warn!(error = %e, "not-started report neither published nor outboxed");
+    }
+}
+
+/// This agent's `finished` report of an attempt it accepted at `started_at`, ending now.
+fn finished_report(
+    shared: &Shared,
+    task_id: TaskId,
+    attempt: u32,
+    started_at: DateTime<Utc>,
+    result: TaskResult,
+) -> ResultMessage {
+    ResultMessage::Finished(Finished {
         v: V1,
         task_id,
         attempt,
         agent_id: shared.agent_id,
-        started_at: now,
-        finished_at: now,
-        result: ris_schemas::task::TaskResult {
-            outcome: Outcome::Cancelled,
-            reason: Some(reason::NOT_STARTED.to_owned()),
-            error: Some("cancelled before it started".to_owned()),
-            duration_ms: 0,
-            output: ris_schemas::task::TaskOutput::None,
-        },
-    });
-    if let Err(e) = shared.reporter.deliver(&finished).await {
-        tracing::warn!(error = %e, "not-started report neither published nor outboxed");
+        started_at,
+        finished_at: Utc::now(),
+        result,
+    })
+}
+
+/// The result of an attempt that ended before its task ran (or could report it).
+fn ended_early(outcome: Outcome, reason: &str, error: &str) -> TaskResult {
+    TaskResult {
+        outcome,
+        reason: Some(reason.to_owned()),
+        error: Some(error.to_owned()),
+        duration_ms: 0,
+        output: TaskOutput::None,
     }
 }
 

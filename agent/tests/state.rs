@@ -66,16 +66,21 @@ fn assignment(task_id: TaskId, attempt: u32) -> Assignment {
     }
 }
 
+/// An entry for attempt 1 of `task`, accepted now.
+fn accepted(task: TaskId) -> JournalEntry {
+    JournalEntry {
+        assignment: assignment(task, 1),
+        started_at: Utc::now(),
+    }
+}
+
 #[tokio::test]
 async fn journal_detects_redelivery_across_reopen_and_after_completion() {
     let tmp = common::TempDir::new();
     let task = TaskId::new();
     let journal = Journal::open(tmp.path().join("journal")).unwrap();
     assert!(!journal.contains(task, 1));
-    let entry = JournalEntry {
-        assignment: assignment(task, 1),
-        started_at: Utc::now(),
-    };
+    let entry = accepted(task);
     assert!(journal.record(&entry).await.unwrap(), "a new attempt");
     assert!(journal.contains(task, 1));
     assert!(!journal.contains(task, 2), "another attempt is new work");
@@ -105,10 +110,7 @@ async fn journal_writes_an_attempt_once() {
     let tmp = common::TempDir::new();
     let journal = Journal::open(tmp.path()).unwrap();
     let task = TaskId::new();
-    let entry = JournalEntry {
-        assignment: assignment(task, 1),
-        started_at: Utc::now(),
-    };
+    let entry = accepted(task);
     let unsynced = journal.write(&entry).await.unwrap().expect("a new attempt");
     assert!(journal.contains(task, 1));
     assert!(
@@ -125,10 +127,7 @@ async fn journal_forget_allows_a_later_run() {
     let tmp = common::TempDir::new();
     let journal = Journal::open(tmp.path()).unwrap();
     let task = TaskId::new();
-    let entry = JournalEntry {
-        assignment: assignment(task, 1),
-        started_at: Utc::now(),
-    };
+    let entry = accepted(task);
     journal.record(&entry).await.unwrap();
     journal.forget(task, 1).await.unwrap();
     assert!(!journal.contains(task, 1));
