@@ -193,23 +193,25 @@ async fn an_agent_killed_mid_task_under_load() {
     agents[victim].kill().await;
     let killed_at = Instant::now();
 
-    // Its presence expires (the API shows it offline) about `presence_ttl_secs` after
-    // its last heartbeat; the reaper declares it lost `agent_lost_grace_ms` (5 s) later.
-    wait_offline(&tenant, &agents[victim], Duration::from_secs(30)).await;
-    let offline_after = killed_at.elapsed();
-    mark(&format!(
-        "agent {} shows offline {offline_after:.1?} after the kill",
-        agents[victim].name
-    ));
-    // Whatever the agent reported before it died has been processed by now; from here
-    // on its tasks' states stay put until the reaper acts.
-    let settle = Duration::from_secs(3);
+    // Its socket breaks with it, so the API cuts its presence to two heartbeat intervals
+    // (2 s here) and the reaper declares it lost as soon as that lapses, with no grace.
+    // So the snapshot is taken before then: a second and a half is enough for whatever
+    // the agent reported before it died to be processed, and from then on its tasks'
+    // states stay put until the reaper acts. (At three seconds, as this once waited, the
+    // reaper had sometimes acted already and the snapshot found nothing running.)
+    let settle = Duration::from_millis(1500);
     tokio::time::sleep(settle.saturating_sub(killed_at.elapsed())).await;
     let snapshot_at: DateTime<Utc> = Utc::now();
     let executing = list_tasks(&tenant, &format!("state=executing&agent_id={victim_id}")).await;
     let routing = list_tasks(&tenant, &format!("state=routing&agent_id={victim_id}")).await;
     let (exec_retry, exec_plain): (Vec<Value>, Vec<Value>) =
         executing.into_iter().partition(carries_retry);
+    wait_offline(&tenant, &agents[victim], Duration::from_secs(30)).await;
+    let offline_after = killed_at.elapsed();
+    mark(&format!(
+        "agent {} shows offline {offline_after:.1?} after the kill",
+        agents[victim].name
+    ));
     mark(&format!(
         "agent {} dead: executing {} with agent_lost retries, {} without; {} waiting in its queue",
         agents[victim].name,
